@@ -1,0 +1,310 @@
+package ntp
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// socket is one bound UDP socket, integrated with the Go netpoller.
+type socket struct {
+	conn             *net.UDPConn
+	rc               syscall.RawConn
+	local            netip.AddrPort
+	v6               bool
+	wildcard         bool
+	kernelTimestamps bool
+	closeOnce        sync.Once
+}
+
+func openSocket(addr netip.AddrPort, reusePort bool) (*socket, error) {
+	so := &socket{v6: addr.Addr().Is6(), wildcard: addr.Addr().IsUnspecified()}
+	network := "udp4"
+	if so.v6 {
+		network = "udp6"
+	}
+	var optErr error
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			ifd := int(fd)
+			if reusePort {
+				if err := unix.SetsockoptInt(ifd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+					optErr = err
+					return
+				}
+			}
+			// Kernel receive timestamps: T2 is when the packet arrived,
+			// not when we got round to reading it.
+			so.kernelTimestamps = unix.SetsockoptInt(ifd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
+			// Learn each request's destination address, so that the
+			// reply leaves from it on a wildcard socket.
+			if so.v6 {
+				optErr = unix.SetsockoptInt(ifd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+			} else {
+				optErr = unix.SetsockoptInt(ifd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+			}
+			// A larger receive buffer absorbs bursts; failure is harmless.
+			_ = unix.SetsockoptInt(ifd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+		})
+	}}
+	pc, err := lc.ListenPacket(context.Background(), network, addr.String())
+	if err != nil {
+		var se *net.OpError
+		if errors.As(err, &se) {
+			return nil, se.Err
+		}
+		return nil, err
+	}
+	if optErr != nil {
+		pc.Close()
+		return nil, optErr
+	}
+	so.conn = pc.(*net.UDPConn)
+	so.local = so.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	so.local = netip.AddrPortFrom(so.local.Addr().Unmap(), so.local.Port())
+	if so.rc, err = so.conn.SyscallConn(); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return so, nil
+}
+
+func (so *socket) close() { so.closeOnce.Do(func() { so.conn.Close() }) }
+
+const (
+	recvBufLen = 2048
+	oobLen     = 128
+)
+
+// reader owns all buffers of one reading goroutine, allocated once.
+type reader struct {
+	so       *socket
+	resp     *Responder
+	consumer Consumer
+
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	bufs  [][recvBufLen]byte
+	oobs  [][oobLen]byte
+	names []unix.RawSockaddrInet6
+
+	n      int
+	rerr   error
+	readFn func(fd uintptr) bool
+
+	reply   [HeaderLength]byte
+	sendHdr unix.Msghdr
+	sendIov unix.Iovec
+	sendOOB [64]byte
+	sendErr error
+	writeFn func(fd uintptr) bool
+
+	obs Observation
+}
+
+func newReader(so *socket, resp *Responder, consumer Consumer, batch int) *reader {
+	r := &reader{
+		so: so, resp: resp, consumer: consumer,
+		msgs:  make([]unix.Mmsghdr, batch),
+		iovs:  make([]unix.Iovec, batch),
+		bufs:  make([][recvBufLen]byte, batch),
+		oobs:  make([][oobLen]byte, batch),
+		names: make([]unix.RawSockaddrInet6, batch),
+	}
+	for i := range r.msgs {
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(recvBufLen)
+	}
+	r.readFn = r.recv
+	r.writeFn = r.send
+	r.sendIov.Base = &r.reply[0]
+	r.sendIov.SetLen(HeaderLength)
+	r.sendHdr.Iov = &r.sendIov
+	r.sendHdr.SetIovlen(1)
+	return r
+}
+
+// recv is called by the netpoller with the socket's fd: it reads a batch
+// without blocking, or reports that it would block.
+func (r *reader) recv(fd uintptr) bool {
+	for i := range r.msgs {
+		h := &r.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &r.oobs[i][0]
+		h.SetControllen(oobLen)
+		h.Flags = 0
+		r.msgs[i].Len = 0
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])),
+		uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+	if errno == unix.EAGAIN || errno == unix.EINTR {
+		return false
+	}
+	r.n = int(n)
+	r.rerr = nil
+	if errno != 0 {
+		r.n = 0
+		r.rerr = errno
+	}
+	return true
+}
+
+func (r *reader) send(fd uintptr) bool {
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&r.sendHdr)), unix.MSG_DONTWAIT)
+	if errno == unix.EAGAIN || errno == unix.EINTR {
+		return false
+	}
+	r.sendErr = nil
+	if errno != 0 {
+		r.sendErr = errno
+	}
+	return true
+}
+
+func (r *reader) run() error {
+	for {
+		err := r.so.rc.Read(r.readFn)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if r.rerr != nil {
+			// Errors such as ECONNREFUSED from an earlier ICMP are not
+			// fatal for a UDP server.
+			continue
+		}
+		for i := 0; i < r.n; i++ {
+			r.handle(i)
+		}
+	}
+}
+
+func (r *reader) handle(i int) {
+	m := &r.msgs[i]
+	length := int(m.Len)
+	truncated := m.Hdr.Flags&unix.MSG_TRUNC != 0
+	client, ok := sockaddrToAddrPort(&r.names[i], m.Hdr.Namelen)
+	if !ok {
+		return
+	}
+	rx, local, ifindex := r.parseControl(r.oobs[i][:m.Hdr.Controllen])
+	if rx == 0 {
+		rx = time.Now().UnixNano()
+	}
+	req := r.bufs[i][:length]
+	n := r.resp.Respond(req, rx, client, local, r.reply[:], &r.obs)
+	if truncated && r.obs.Drop == DropNone {
+		// Longer than our buffer: not a request we understand.
+		r.obs.Drop, n = DropMalformed, 0
+		r.obs.ReplyLength, r.obs.ServerTransmit, r.obs.Processing = 0, 0, 0
+	}
+	if n > 0 {
+		r.sendHdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		r.sendHdr.Namelen = m.Hdr.Namelen
+		r.setSourceControl(local, ifindex)
+		if err := r.so.rc.Write(r.writeFn); err != nil || r.sendErr != nil {
+			r.obs.Drop = DropSendError
+			r.obs.ReplyLength = 0
+		}
+	}
+	r.consumer.Observe(&r.obs)
+}
+
+// parseControl walks the control messages of one received packet without
+// allocating: kernel receive timestamp, destination address and interface.
+func (r *reader) parseControl(oob []byte) (rxNanos int64, local netip.AddrPort, ifindex uint32) {
+	local = r.so.local
+	const hdrLen = unix.SizeofCmsghdr
+	for len(oob) >= hdrLen {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdrLen || l > len(oob) {
+			break
+		}
+		data := oob[cmsgAlign(hdrLen):l]
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
+			ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
+			rxNanos = ts.Sec*1e9 + ts.Nsec
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			local = netip.AddrPortFrom(netip.AddrFrom4(pi.Addr), r.so.local.Port())
+			ifindex = uint32(pi.Ifindex)
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			local = netip.AddrPortFrom(netip.AddrFrom16(pi.Addr).Unmap(), r.so.local.Port())
+			ifindex = pi.Ifindex
+		}
+		next := cmsgAlign(l)
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return rxNanos, local, ifindex
+}
+
+// setSourceControl makes the reply leave from the address the request
+// was sent to (wildcard sockets only).
+func (r *reader) setSourceControl(local netip.AddrPort, ifindex uint32) {
+	if !r.so.wildcard {
+		r.sendHdr.Control = nil
+		r.sendHdr.SetControllen(0)
+		return
+	}
+	b := r.sendOOB[:]
+	for i := range b {
+		b[i] = 0
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	data := b[cmsgAlign(unix.SizeofCmsghdr):]
+	if r.so.v6 {
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+		h.SetLen(cmsgAlign(unix.SizeofCmsghdr) + unix.SizeofInet6Pktinfo)
+		pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+		pi.Addr = local.Addr().As16()
+		pi.Ifindex = ifindex
+		r.sendHdr.SetControllen(cmsgAlign(unix.SizeofCmsghdr + unix.SizeofInet6Pktinfo))
+	} else {
+		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
+		h.SetLen(cmsgAlign(unix.SizeofCmsghdr) + unix.SizeofInet4Pktinfo)
+		pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+		pi.Spec_dst = local.Addr().As4()
+		r.sendHdr.SetControllen(cmsgAlign(unix.SizeofCmsghdr + unix.SizeofInet4Pktinfo))
+	}
+	r.sendHdr.Control = &b[0]
+}
+
+func cmsgAlign(n int) int {
+	const a = int(unsafe.Sizeof(uintptr(0)))
+	return (n + a - 1) &^ (a - 1)
+}
+
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6, n uint32) (netip.AddrPort, bool) {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), netPort(&sa4.Port)), true
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), netPort(&sa.Port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// netPort reads a port stored in network byte order.
+func netPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
