@@ -209,14 +209,15 @@ func (s *Server) Shutdown() {
 	s.wg.Wait()
 }
 
-// ClockState implements Stats.
-func (s *Server) ClockState() ClockState { return *s.clock.Load() }
+type tableStats struct {
+	table *ClientTable
+	clock ClockStateSource
+}
 
-// TrackedClients implements Stats.
-func (s *Server) TrackedClients() int { return s.table.Len() }
+// StatsOf reports on a client table and clock, for the exporter.
+func StatsOf(table *ClientTable, clock ClockStateSource) Stats { return tableStats{table, clock} }
 
-// Evictions implements Stats.
-func (s *Server) Evictions() uint64 { return s.table.Evictions() }
-
-// TableCapacity implements Stats.
-func (s *Server) TableCapacity() int { return s.table.Capacity() }
+func (s tableStats) ClockState() ClockState { return *s.clock.Load() }
+func (s tableStats) TrackedClients() int    { return s.table.Len() }
+func (s tableStats) Evictions() uint64      { return s.table.Evictions() }
+func (s tableStats) TableCapacity() int     { return s.table.Capacity() }

@@ -3,13 +3,13 @@ package ntp
 import (
 	"errors"
 	"io"
+	"net"
+	"net/netip"
+	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"net"
-	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -148,7 +148,7 @@ func TestServerWildcardSourceAddress(t *testing.T) {
 func TestServerNoReplyToControlAndShort(t *testing.T) {
 	srv, col := startServer(t, []string{"127.0.0.1:0"}, 2)
 	addr := srv.Addrs()[0]
-	monlist := []byte{0x17, 0x00, 0x03, 0x2a, 0, 0, 0, 0} // ntpdc monlist probe (mode 7)
+	monlist := []byte{0x17, 0x00, 0x03, 0x2a, 0, 0, 0, 0}       // ntpdc monlist probe (mode 7)
 	readvar := []byte{0x16, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0} // ntpq readvar (mode 6)
 	for _, req := range [][]byte{monlist, readvar, make([]byte, 47)} {
 		if reply := exchangeUDPTimeout(t, addr, req, 300*time.Millisecond); reply != nil {

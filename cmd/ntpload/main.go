@@ -1,0 +1,493 @@
+// Command ntpload is an NTP load generator. It simulates many clients,
+// each with its own source address in 127.0.0.0/8 (set per packet with
+// IP_PKTINFO, so no privilege or spoofing is needed) and each worker with
+// its own source port, speaking like chrony, ntpd or an SNTP client. It
+// measures replies per second, loss, round trips and the server's own
+// processing time (T3 − T2, read from the replies), so that any NTP server
+// can be measured the same way.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/ipv4"
+)
+
+const (
+	ntpEpochOffset = 2_208_988_800
+	headerLen      = 48
+)
+
+type personality int
+
+const (
+	pChrony personality = iota // data-minimised: random Transmit, precision 32
+	pNTPd                      // real Transmit; Origin/Receive echo the previous reply
+	pSNTP                      // real Transmit, LI 3, nothing else
+)
+
+func parsePersonality(s string) ([]personality, error) {
+	switch s {
+	case "chrony":
+		return []personality{pChrony}, nil
+	case "ntpd":
+		return []personality{pNTPd}, nil
+	case "sntp":
+		return []personality{pSNTP}, nil
+	case "mix":
+		return []personality{pChrony, pNTPd, pSNTP}, nil
+	}
+	return nil, fmt.Errorf("unknown personality %q (want chrony, ntpd, sntp or mix)", s)
+}
+
+type options struct {
+	server      string
+	workers     int
+	depth       int
+	sources     int
+	firstSource netip.Addr
+	duration    time.Duration
+	rate        float64
+	timeout     time.Duration
+	personality string
+	jsonOut     bool
+	version     int
+	payload     int
+}
+
+// Result is the JSON output.
+type Result struct {
+	Server          string  `json:"server"`
+	Mode            string  `json:"mode"`
+	Personality     string  `json:"personality"`
+	Workers         int     `json:"workers"`
+	Sources         int     `json:"sources"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	Sent            uint64  `json:"sent"`
+	Replies         uint64  `json:"replies"`
+	Lost            uint64  `json:"lost"`
+	LossRatio       float64 `json:"loss_ratio"`
+	Mismatched      uint64  `json:"mismatched"`
+	Invalid         uint64  `json:"invalid"`
+	KoD             uint64  `json:"kod"`
+	RepliesPerSec   float64 `json:"replies_per_second"`
+	OfferedPerSec   float64 `json:"offered_per_second,omitempty"`
+	RTT             Pcts    `json:"rtt_seconds"`
+	Processing      Pcts    `json:"processing_seconds"`
+}
+
+// Pcts are percentiles of a sample, in seconds.
+type Pcts struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+	N   int     `json:"n"`
+}
+
+func pcts(xs []time.Duration) Pcts {
+	if len(xs) == 0 {
+		return Pcts{}
+	}
+	slices.Sort(xs)
+	q := func(p float64) float64 { return xs[min(len(xs)-1, int(p*float64(len(xs))))].Seconds() }
+	return Pcts{P50: q(0.5), P90: q(0.9), P99: q(0.99), Max: xs[len(xs)-1].Seconds(), N: len(xs)}
+}
+
+func main() {
+	o := options{}
+	fs := flag.NewFlagSet("ntpload", flag.ExitOnError)
+	fs.StringVar(&o.server, "server", "127.0.0.1:123", "NTP server address (IPv4 host:port)")
+	fs.IntVar(&o.workers, "workers", 4, "sending goroutines, each with its own socket and source port")
+	fs.IntVar(&o.depth, "depth", 16, "closed loop: requests in flight per worker")
+	fs.IntVar(&o.sources, "sources", 1024, "distinct client source addresses, from -first-source on")
+	first := fs.String("first-source", "127.1.0.1", "first client source address (loopback range)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run")
+	fs.Float64Var(&o.rate, "rate", 0, "open loop: offered requests per second in total (0 = closed loop)")
+	fs.DurationVar(&o.timeout, "timeout", time.Second, "closed loop: how long to wait for a reply")
+	fs.StringVar(&o.personality, "personality", "chrony", "client personality: chrony, ntpd, sntp or mix")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
+	fs.IntVar(&o.version, "version", 4, "NTP version in requests")
+	fs.IntVar(&o.payload, "length", headerLen, "request length in bytes (>= 48; extra bytes are zero)")
+	fs.Parse(os.Args[1:])
+	var err error
+	if o.firstSource, err = netip.ParseAddr(*first); err != nil || !o.firstSource.Is4() {
+		fmt.Fprintf(os.Stderr, "ntpload: -first-source %q: want an IPv4 address\n", *first)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ntpload: %v\n", err)
+		os.Exit(1)
+	}
+	if o.jsonOut {
+		json.NewEncoder(os.Stdout).Encode(res)
+	} else {
+		printHuman(os.Stdout, res)
+	}
+}
+
+func printHuman(w io.Writer, r *Result) {
+	fmt.Fprintf(w, "server %s, %s loop, %s clients, %d workers, %d source addresses, %.1f s\n",
+		r.Server, r.Mode, r.Personality, r.Workers, r.Sources, r.DurationSeconds)
+	if r.OfferedPerSec > 0 {
+		fmt.Fprintf(w, "offered      %12.0f requests/s\n", r.OfferedPerSec)
+	}
+	fmt.Fprintf(w, "replies      %12.0f /s   (%d sent, %d replies, %d lost = %.3f%%)\n", r.RepliesPerSec, r.Sent, r.Replies, r.Lost, 100*r.LossRatio)
+	fmt.Fprintf(w, "bad replies  %d mismatched, %d invalid, %d KoD\n", r.Mismatched, r.Invalid, r.KoD)
+	fmt.Fprintf(w, "round trip   p50 %s  p90 %s  p99 %s  max %s\n", us(r.RTT.P50), us(r.RTT.P90), us(r.RTT.P99), us(r.RTT.Max))
+	fmt.Fprintf(w, "T3-T2        p50 %s  p90 %s  p99 %s  max %s\n", us(r.Processing.P50), us(r.Processing.P90), us(r.Processing.P99), us(r.Processing.Max))
+}
+
+func us(s float64) string { return fmt.Sprintf("%.1fµs", s*1e6) }
+
+// client is one simulated client's state.
+type client struct {
+	src         netip.Addr
+	oob         []byte // IP_PKTINFO control message selecting src
+	pers        personality
+	prevT3      uint64
+	prevT4      uint64
+	outstanding uint64 // Transmit of the request in flight, 0 if none
+	sentAt      time.Time
+}
+
+type worker struct {
+	conn    *ipv4.PacketConn
+	raw     net.PacketConn
+	dst     *net.UDPAddr
+	clients []client
+	pending map[uint64]int // Transmit → client index
+
+	sent, replies, mismatched, invalid, kod uint64
+	rtt, proc                               []time.Duration
+}
+
+func ntpNow(t time.Time) uint64 {
+	ns := t.UnixNano()
+	sec := uint64(ns/1e9 + ntpEpochOffset)
+	frac := (uint64(ns%1e9) << 32) / 1e9
+	return sec<<32 | frac
+}
+
+func diff(a, b uint64) time.Duration {
+	d := int64(a - b)
+	return time.Duration((float64(d) / (1 << 32)) * 1e9)
+}
+
+func (w *worker) build(buf []byte, c *client, version int) uint64 {
+	for i := range buf {
+		buf[i] = 0
+	}
+	now := time.Now()
+	var tx uint64
+	switch c.pers {
+	case pChrony:
+		buf[0] = byte(version<<3 | 3)
+		buf[2] = 6
+		buf[3] = 32
+		tx = rand.Uint64() | 1
+	case pNTPd:
+		buf[0] = byte(version<<3 | 3)
+		buf[1] = 3
+		buf[2] = 6
+		buf[3] = 0xec // precision -20
+		binary.BigEndian.PutUint32(buf[12:], 0x7f000001)
+		binary.BigEndian.PutUint64(buf[24:], c.prevT3)
+		binary.BigEndian.PutUint64(buf[32:], c.prevT4)
+		tx = ntpNow(now)
+	case pSNTP:
+		buf[0] = byte(3<<6 | version<<3 | 3)
+		tx = ntpNow(now)
+	}
+	// Unique per client even if the clock did not move.
+	for {
+		if _, dup := w.pending[tx]; !dup {
+			break
+		}
+		tx++
+	}
+	binary.BigEndian.PutUint64(buf[40:], tx)
+	c.outstanding = tx
+	c.sentAt = now
+	return tx
+}
+
+// handle processes one reply; it returns the client index or -1.
+func (w *worker) handle(b []byte, at time.Time) int {
+	if len(b) < headerLen {
+		w.invalid++
+		return -1
+	}
+	origin := binary.BigEndian.Uint64(b[24:])
+	idx, ok := w.pending[origin]
+	if !ok {
+		w.mismatched++
+		return -1
+	}
+	delete(w.pending, origin)
+	c := &w.clients[idx]
+	c.outstanding = 0
+	mode, stratum := b[0]&7, b[1]
+	if stratum == 0 {
+		w.kod++
+		return idx
+	}
+	if mode != 4 {
+		w.invalid++
+		return idx
+	}
+	w.replies++
+	t2 := binary.BigEndian.Uint64(b[32:])
+	t3 := binary.BigEndian.Uint64(b[40:])
+	w.proc = append(w.proc, diff(t3, t2))
+	w.rtt = append(w.rtt, at.Sub(c.sentAt))
+	c.prevT3, c.prevT4 = t3, ntpNow(at)
+	return idx
+}
+
+func newWorker(o options, id int, pers []personality, dst *net.UDPAddr) (*worker, error) {
+	pc, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		return nil, err
+	}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		uc.SetReadBuffer(4 << 20)
+		uc.SetWriteBuffer(4 << 20)
+	}
+	w := &worker{conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]int{}}
+	// This worker's share of the source addresses.
+	base := o.firstSource.As4()
+	start := binary.BigEndian.Uint32(base[:])
+	for i := id; i < o.sources; i += o.workers {
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], start+uint32(i))
+		src := netip.AddrFrom4(a)
+		cm := &ipv4.ControlMessage{Src: net.IP(a[:])}
+		w.clients = append(w.clients, client{src: src, oob: cm.Marshal(), pers: pers[i%len(pers)]})
+	}
+	if len(w.clients) == 0 {
+		pc.Close()
+		return nil, errors.New("more workers than sources")
+	}
+	return w, nil
+}
+
+func run(ctx context.Context, o options) (*Result, error) {
+	pers, err := parsePersonality(o.personality)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := net.ResolveUDPAddr("udp4", o.server)
+	if err != nil {
+		return nil, err
+	}
+	if o.payload < headerLen {
+		return nil, fmt.Errorf("-length %d: at least %d", o.payload, headerLen)
+	}
+	if o.workers < 1 || o.sources < o.workers {
+		return nil, fmt.Errorf("need 1 <= workers (%d) <= sources (%d)", o.workers, o.sources)
+	}
+	workers := make([]*worker, o.workers)
+	for i := range workers {
+		if workers[i], err = newWorker(o, i, pers, dst); err != nil {
+			return nil, err
+		}
+		defer workers[i].raw.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func(w *worker) {
+			defer wg.Done()
+			if o.rate > 0 {
+				w.openLoop(ctx, o, o.rate/float64(o.workers))
+			} else {
+				w.closedLoop(ctx, o)
+			}
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	res := &Result{Server: o.server, Mode: "closed", Personality: o.personality, Workers: o.workers,
+		Sources: o.sources, DurationSeconds: elapsed.Seconds()}
+	if o.rate > 0 {
+		res.Mode, res.OfferedPerSec = "open", o.rate
+	}
+	var rtt, proc []time.Duration
+	for _, w := range workers {
+		res.Sent += w.sent
+		res.Replies += w.replies
+		res.Mismatched += w.mismatched
+		res.Invalid += w.invalid
+		res.KoD += w.kod
+		rtt = append(rtt, w.rtt...)
+		proc = append(proc, w.proc...)
+	}
+	answered := res.Replies + res.KoD + res.Invalid
+	if res.Sent > answered {
+		res.Lost = res.Sent - answered
+	}
+	if res.Sent > 0 {
+		res.LossRatio = float64(res.Lost) / float64(res.Sent)
+	}
+	res.RepliesPerSec = float64(res.Replies) / elapsed.Seconds()
+	res.RTT, res.Processing = pcts(rtt), pcts(proc)
+	return res, nil
+}
+
+// closedLoop keeps depth requests in flight: it sends a window, reads the
+// replies until all came back or the timeout passed, and repeats.
+func (w *worker) closedLoop(ctx context.Context, o options) {
+	depth := min(o.depth, len(w.clients))
+	msgs := make([]ipv4.Message, depth)
+	bufs := make([][]byte, depth)
+	for i := range msgs {
+		bufs[i] = make([]byte, max(o.payload, 2048))
+		msgs[i].Buffers = [][]byte{bufs[i][:o.payload]}
+		msgs[i].Addr = w.dst
+	}
+	rmsgs := make([]ipv4.Message, depth)
+	rbufs := make([][]byte, depth)
+	for i := range rmsgs {
+		rbufs[i] = make([]byte, 2048)
+		rmsgs[i].Buffers = [][]byte{rbufs[i]}
+	}
+	next := 0
+	for ctx.Err() == nil {
+		// Send a window from the next clients in turn.
+		for i := 0; i < depth; i++ {
+			c := &w.clients[next]
+			idx := next
+			next = (next + 1) % len(w.clients)
+			tx := w.build(bufs[i][:o.payload], c, o.version)
+			w.pending[tx] = idx
+			msgs[i].OOB = c.oob
+		}
+		for sent := 0; sent < depth; {
+			n, err := w.conn.WriteBatch(msgs[sent:depth], 0)
+			if err != nil {
+				return
+			}
+			sent += n
+		}
+		w.sent += uint64(depth)
+		deadline := time.Now().Add(o.timeout)
+		w.raw.SetReadDeadline(deadline)
+		for len(w.pending) > 0 && ctx.Err() == nil {
+			n, err := w.conn.ReadBatch(rmsgs, 0)
+			at := time.Now()
+			if err != nil {
+				break // timeout: the rest are lost
+			}
+			for i := 0; i < n; i++ {
+				w.handle(rbufs[i][:rmsgs[i].N], at)
+			}
+		}
+		// Forget what did not come back in time.
+		for tx, idx := range w.pending {
+			w.clients[idx].outstanding = 0
+			delete(w.pending, tx)
+		}
+	}
+}
+
+// openLoop sends at a fixed rate whatever comes back, and reads replies
+// in a second goroutine.
+func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rmsgs := make([]ipv4.Message, 32)
+		for i := range rmsgs {
+			rmsgs[i].Buffers = [][]byte{make([]byte, 2048)}
+		}
+		for {
+			w.raw.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, err := w.conn.ReadBatch(rmsgs, 0)
+			at := time.Now()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+					continue
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			mu.Lock()
+			for i := 0; i < n; i++ {
+				w.handle(rmsgs[i].Buffers[0][:rmsgs[i].N], at)
+			}
+			mu.Unlock()
+		}
+	}()
+	const batch = 16
+	interval := time.Duration(float64(time.Second) * batch / rate)
+	msgs := make([]ipv4.Message, batch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, o.payload)}
+		msgs[i].Addr = w.dst
+	}
+	next := 0
+	t := time.NewTicker(max(interval, 50*time.Microsecond))
+	defer t.Stop()
+	due := time.Now()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		now := time.Now()
+		for !due.After(now) && ctx.Err() == nil {
+			mu.Lock()
+			for i := 0; i < batch; i++ {
+				c := &w.clients[next]
+				idx := next
+				next = (next + 1) % len(w.clients)
+				if c.outstanding != 0 {
+					delete(w.pending, c.outstanding) // never answered: lost
+				}
+				tx := w.build(msgs[i].Buffers[0], c, o.version)
+				w.pending[tx] = idx
+				msgs[i].OOB = c.oob
+			}
+			mu.Unlock()
+			for sent := 0; sent < batch; {
+				n, err := w.conn.WriteBatch(msgs[sent:], 0)
+				if err != nil {
+					break
+				}
+				sent += n
+			}
+			w.sent += batch
+			due = due.Add(interval)
+		}
+	}
+	// Give late replies a moment.
+	time.Sleep(200 * time.Millisecond)
+	w.raw.SetReadDeadline(time.Now())
+	<-done
+}
