@@ -1,0 +1,258 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// migration is one schema step; version is the user_version it leaves.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in order. File names start
+// with their version number: 0001_init.sql leaves user_version 1.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		n := e.Name()
+		num, _, ok := strings.Cut(n, "_")
+		if !ok || !strings.HasSuffix(n, ".sql") {
+			return nil, fmt.Errorf("sqlitestore: bad migration name %q", n)
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: bad migration name %q", n)
+		}
+		b, err := migrationFS.ReadFile("migrations/" + n)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: n, sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("sqlitestore: migration %s out of sequence", m.name)
+		}
+	}
+	return ms, nil
+}
+
+// SchemaVersion is the schema this build writes and reads.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil {
+		panic(err)
+	}
+	return len(ms)
+}
+
+// Errors callers can test with errors.Is.
+var (
+	// ErrNewerSchema: the database was written by a newer ntpexp.
+	ErrNewerSchema = errors.New("database schema is newer than this build")
+	// ErrOlderSchema: a read-only open found a schema the server has not
+	// migrated yet.
+	ErrOlderSchema = errors.New("database schema is older than this build")
+	// ErrLocked: another process holds a lock that did not clear within the
+	// busy timeout.
+	ErrLocked = errors.New("database is locked")
+	// ErrNotFound: a client has no rows.
+	ErrNotFound = errors.New("not found")
+	// ErrClosed: the store is closed.
+	ErrClosed = errors.New("store is closed")
+)
+
+const busyTimeoutMS = 5000
+
+// fileURI turns a path into an SQLite URI filename with options.
+func fileURI(path string, opts url.Values) string {
+	u := url.URL{Scheme: "file", Path: path, OmitHost: true}
+	return u.String() + "?" + opts.Encode()
+}
+
+// writerDSN is the single writer connection's DSN: WAL, immediate
+// transactions (so a batch takes the write lock up front and waits for it
+// in the busy handler rather than failing on upgrade), synchronous=NORMAL
+// (durable at checkpoints; a power cut loses at most the last commits,
+// never consistency), incremental auto-vacuum for new files.
+func writerDSN(path string) string {
+	v := url.Values{}
+	v.Set("mode", "rwc")
+	v.Set("_journal_mode", "WAL")
+	v.Set("_txlock", "immediate")
+	v.Set("_busy_timeout", strconv.Itoa(busyTimeoutMS))
+	v.Set("_synchronous", "NORMAL")
+	v.Set("_auto_vacuum", "incremental")
+	return fileURI(path, v)
+}
+
+// readerDSN is a read-only connection's DSN. mode=ro makes SQLite refuse
+// every write; transactions are deferred so reads take no write lock.
+func readerDSN(path string) string {
+	v := url.Values{}
+	v.Set("mode", "ro")
+	v.Set("_txlock", "deferred")
+	v.Set("_busy_timeout", strconv.Itoa(busyTimeoutMS))
+	return fileURI(path, v)
+}
+
+// checkDir explains a missing or unwritable database directory.
+func checkDir(path string) error {
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("database directory %s does not exist: create it (mkdir -p %s, owned by the user ntpexp runs as) or point database.path elsewhere", dir, dir)
+	case err != nil:
+		return fmt.Errorf("database directory %s: %w", dir, err)
+	case !st.IsDir():
+		return fmt.Errorf("database directory %s is not a directory: point database.path elsewhere", dir)
+	}
+	// SQLite creates the -wal and -shm files beside the database, so the
+	// directory itself must be writable, not only the file.
+	f, err := os.CreateTemp(dir, ".ntpexp-write-check-*")
+	if err != nil {
+		return fmt.Errorf("database directory %s is not writable by uid %d (%v): chown it to the user ntpexp runs as (chown ntpexp %s) or point database.path elsewhere", dir, os.Getuid(), err, dir)
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return nil
+}
+
+// createFile creates the database file 0600 if it does not exist, so that
+// SQLite (which would use 0644) and its -wal/-shm files (which copy the
+// database's mode) never expose observations to other users. It reports
+// whether the file was created.
+func createFile(path string) (bool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return true, f.Close()
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("create database %s: %w", path, err)
+	}
+	f, err = os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return false, fmt.Errorf("database %s is not writable by uid %d: chown it to the user ntpexp runs as (chown ntpexp %s) or point database.path elsewhere", path, os.Getuid(), path)
+		}
+		return false, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return false, f.Close()
+}
+
+// explain turns SQLite errors met while opening into messages that say
+// what to do.
+func explain(path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		switch se.Code {
+		case sqlite3.ErrBusy, sqlite3.ErrLocked:
+			return fmt.Errorf("database %s is locked by another process (%v); stop the other process or wait: %w", path, err, ErrLocked)
+		case sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
+			return fmt.Errorf("%s is not a usable ntpexp database (%v); point database.path elsewhere", path, err)
+		case sqlite3.ErrReadonly, sqlite3.ErrPerm, sqlite3.ErrAuth:
+			return fmt.Errorf("database %s is not writable (%v): chown it and its directory to the user ntpexp runs as", path, err)
+		case sqlite3.ErrCantOpen:
+			return fmt.Errorf("cannot open database %s (%v): check that the file and its directory exist and are readable", path, err)
+		case sqlite3.ErrFull:
+			return fmt.Errorf("database %s: disk full (%v)", path, err)
+		}
+	}
+	return fmt.Errorf("database %s: %w", path, err)
+}
+
+func newerSchemaError(path string, have, known int) error {
+	return fmt.Errorf("database %s was written by a newer ntpexp (schema %d, this build knows %d); upgrade ntpexp or point database.path elsewhere: %w", path, have, known, ErrNewerSchema)
+}
+
+// migrate brings the schema to the latest version, one transaction per
+// migration, recording progress in PRAGMA user_version.
+func migrate(ctx context.Context, db *sql.DB, path string) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	var have int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
+		return explain(path, err)
+	}
+	if have > len(ms) {
+		return newerSchemaError(path, have, len(ms))
+	}
+	if have == 0 {
+		// A file with tables but no version is someone else's database.
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&n); err != nil {
+			return explain(path, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("%s holds tables but no ntpexp schema version; it is not an ntpexp database: point database.path elsewhere", path)
+		}
+	}
+	for _, m := range ms[have:] {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return explain(path, err)
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("database %s: migration %s: %w", path, m.name, explain(path, err))
+		}
+		// user_version is part of the database header, so setting it in
+		// the transaction commits the step atomically.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
+			tx.Rollback()
+			return explain(path, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("database %s: migration %s: %w", path, m.name, explain(path, err))
+		}
+	}
+	return nil
+}
+
+// isBusy reports whether err is a lock conflict worth retrying.
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return false
+}
+
+// fileSize returns the size of a file, 0 when it does not exist.
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}

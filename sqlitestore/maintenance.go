@@ -1,0 +1,165 @@
+package sqlitestore
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/go-kit/log/level"
+)
+
+// CleanupResult says what one retention cycle removed.
+type CleanupResult struct {
+	ObservationsDeleted int64 `json:"observations_deleted"`
+	RollupsDeleted      int64 `json:"rollups_deleted"`
+	ClientsDeleted      int64 `json:"clients_deleted"`
+	// Chunks is how many delete transactions the cycle used.
+	Chunks int `json:"chunks"`
+	// PagesFreed is how many free pages incremental_vacuum returned.
+	PagesFreed int64 `json:"pages_freed"`
+	err        error
+}
+
+const (
+	phaseRaw = iota
+	phaseRollups
+	phaseClients
+	phaseVacuum
+	phaseFinish
+)
+
+// vacuumChunkPages bounds one incremental_vacuum step (4 KiB pages).
+const vacuumChunkPages = 2048
+
+// cleanupRun is a retention cycle in progress. The writer goroutine runs
+// one step (one short transaction) at a time between batches.
+type cleanupRun struct {
+	phase        int
+	rawCutoff    int64 // time_ns below this is deleted
+	rollupCutoff int64 // hour below this is deleted
+	clientCutoff int64 // clients last seen below this are deleted
+	result       CleanupResult
+	waiters      []chan CleanupResult
+	started      time.Time
+}
+
+func (c *cleanupRun) notify() {
+	for _, ch := range c.waiters {
+		ch <- c.result
+	}
+	c.waiters = nil
+}
+
+// startCleanup begins a cycle (or joins the one running); waiter, if not
+// nil, receives the result.
+func (w *writer) startCleanup(waiter chan CleanupResult) {
+	if w.cleanup == nil {
+		now := w.s.cfg.Now()
+		raw := now.Add(-time.Duration(w.s.cfg.RetentionDays) * 24 * time.Hour)
+		roll := now.Add(-time.Duration(w.s.cfg.RollupRetentionDays) * 24 * time.Hour)
+		w.cleanup = &cleanupRun{
+			rawCutoff:    raw.UnixNano(),
+			rollupCutoff: hourOf(roll.UnixNano()),
+			clientCutoff: roll.UnixNano(),
+			started:      time.Now(),
+		}
+	}
+	if waiter != nil {
+		w.cleanup.waiters = append(w.cleanup.waiters, waiter)
+	}
+}
+
+// cleanupStep runs one step of the cycle in progress.
+func (w *writer) cleanupStep() {
+	c := w.cleanup
+	s := w.s
+	ctx := w.ctx
+	chunk := s.cfg.cleanupChunk
+	var err error
+	deleteChunk := func(q string, arg int64, counter *int64, next int) {
+		res, e := s.db.ExecContext(ctx, q, arg, chunk)
+		if e != nil {
+			err = e
+			return
+		}
+		n, _ := res.RowsAffected()
+		*counter += n
+		if n > 0 {
+			c.result.Chunks++
+		}
+		if n < int64(chunk) {
+			c.phase = next
+		}
+	}
+	switch c.phase {
+	case phaseRaw:
+		deleteChunk(`DELETE FROM observations WHERE id IN
+			(SELECT id FROM observations WHERE time_ns < ? LIMIT ?)`,
+			c.rawCutoff, &c.result.ObservationsDeleted, phaseRollups)
+	case phaseRollups:
+		deleteChunk(`DELETE FROM client_hours WHERE (hour, client) IN
+			(SELECT hour, client FROM client_hours WHERE hour < ? LIMIT ?)`,
+			c.rollupCutoff, &c.result.RollupsDeleted, phaseClients)
+	case phaseClients:
+		deleteChunk(`DELETE FROM clients WHERE client IN
+			(SELECT client FROM clients WHERE last_seen_ns < ? LIMIT ?)`,
+			c.clientCutoff, &c.result.ClientsDeleted, phaseVacuum)
+	case phaseVacuum:
+		// auto_vacuum=INCREMENTAL: give free pages back to the file
+		// system a bounded step at a time.
+		var free int64
+		if err = s.db.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&free); err != nil {
+			break
+		}
+		if free == 0 {
+			c.phase = phaseFinish
+			break
+		}
+		if _, err = s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", vacuumChunkPages)); err != nil {
+			break
+		}
+		var after int64
+		if err = s.db.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&after); err != nil {
+			break
+		}
+		c.result.PagesFreed += free - after
+		if after >= free { // auto_vacuum is off (database from elsewhere)
+			c.phase = phaseFinish
+		}
+	case phaseFinish:
+		deleted := c.result.ObservationsDeleted + c.result.RollupsDeleted + c.result.ClientsDeleted
+		if deleted > 0 {
+			// Let the WAL be reused rather than grow; PASSIVE never waits
+			// for readers.
+			if _, e := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); e != nil {
+				level.Warn(s.logger).Log("msg", "WAL checkpoint failed", "err", e)
+			}
+		}
+		if _, e := s.db.ExecContext(ctx, "PRAGMA optimize"); e != nil {
+			level.Warn(s.logger).Log("msg", "PRAGMA optimize failed", "err", e)
+		}
+		if deleted > 0 || c.result.PagesFreed > 0 {
+			level.Info(s.logger).Log("msg", "retention cycle done",
+				"observations_deleted", c.result.ObservationsDeleted,
+				"rollups_deleted", c.result.RollupsDeleted,
+				"clients_deleted", c.result.ClientsDeleted,
+				"pages_freed", c.result.PagesFreed,
+				"duration", time.Since(c.started))
+		}
+		w.endCleanup()
+		return
+	}
+	if err != nil {
+		if isBusy(err) {
+			return // try the step again after the next batch
+		}
+		level.Error(s.logger).Log("msg", "retention cycle failed", "err", err)
+		c.result.err = err
+		w.endCleanup()
+	}
+}
+
+func (w *writer) endCleanup() {
+	w.cleanup.notify()
+	w.cleanup = nil
+	w.nextCleanup = time.Now().Add(w.s.cfg.CleanupInterval)
+}
