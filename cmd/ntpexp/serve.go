@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/version"
+
+	"github.com/ntpexp/ntpexp/exporter"
+	"github.com/ntpexp/ntpexp/exporter/api"
+	"github.com/ntpexp/ntpexp/ntp"
+	"github.com/ntpexp/ntpexp/sqlitestore"
+)
+
+// ServeCmd runs the daemon.
+type ServeCmd struct{}
+
+// flushObserver adapts the exporter's store metrics to the store.
+type flushObserver struct{ m *exporter.StoreMetrics }
+
+func (f flushObserver) ObserveFlush(d time.Duration, _ int) { f.m.ObserveFlush(d) }
+
+// lateFlushObserver lets the store be opened before its metrics exist.
+type lateFlushObserver struct{ p atomic.Pointer[flushObserver] }
+
+func (l *lateFlushObserver) ObserveFlush(d time.Duration, rows int) {
+	if f := l.p.Load(); f != nil {
+		f.ObserveFlush(d, rows)
+	}
+}
+
+func storeConfig(c *Config) (sqlitestore.Config, error) {
+	sc := sqlitestore.Config{
+		Path:                c.Database.Path,
+		BatchSize:           c.Database.BatchSize,
+		FlushInterval:       c.Database.FlushInterval.D(),
+		QueueSize:           c.Database.QueueSize,
+		RetentionDays:       c.Performance.RetentionDays,
+		RollupRetentionDays: c.Database.RollupRetentionDays,
+		CleanupInterval:     c.Performance.CleanupInterval.D(),
+	}
+	mode, err := sqlitestore.ParseAddressMode(c.Database.AddressMode)
+	if err != nil {
+		return sc, usageError{fmt.Errorf("database.address_mode: %w", err)}
+	}
+	sc.AddressMode = mode
+	if c.Database.AddressKeyFile != "" {
+		key, err := os.ReadFile(c.Database.AddressKeyFile)
+		if err != nil {
+			return sc, usageError{fmt.Errorf("database.address_key_file: %w", err)}
+		}
+		sc.AddressKey = strings.TrimSpace(string(key))
+	}
+	return sc, nil
+}
+
+// Run starts every component and stops them in order on SIGTERM or SIGINT:
+// stop reading packets, drain the observation queue, flush the store,
+// close the database, stop HTTP.
+func (s *ServeCmd) Run(c *Config, e *env) error {
+	logger := e.logger
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if e.logw != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				if err := e.logw.Reopen(); err != nil {
+					fmt.Fprintf(e.stderr, "ntpexp: %v\n", err)
+				}
+			}
+		}()
+	} else {
+		signal.Ignore(syscall.SIGHUP)
+	}
+
+	refID, _ := ntp.ParseRefID(c.NTP.RefID)
+	clock, err := ntp.NewHostClock(ntp.ClockSync(c.NTP.ClockSync), uint8(c.NTP.Stratum), refID)
+	if err != nil {
+		return usageError{err}
+	}
+	table := ntp.NewClientTable(c.Performance.MaxCacheSize)
+	rl := ntp.RateLimit{Enabled: c.NTP.RateLimit.Enabled, Interval: c.NTP.RateLimit.Interval,
+		Burst: c.NTP.RateLimit.Burst, Leak: c.NTP.RateLimit.Leak, KoD: c.NTP.RateLimit.KoD}
+	resp := ntp.NewResponder(table, clock, rl, nil)
+
+	// The store first: a database problem should stop us before we bind.
+	sc, err := storeConfig(c)
+	if err != nil {
+		return err
+	}
+	late := &lateFlushObserver{}
+	sc.FlushObserver = late
+	store, err := sqlitestore.Open(ctx, sc, log.With(logger, "component", "store"))
+	if err != nil {
+		return err
+	}
+	storeClosed := false
+	defer func() {
+		if !storeClosed {
+			store.Close(context.Background())
+		}
+	}()
+	reader, err := openReader(c)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+
+	reg := prometheus.NewRegistry()
+	if err := exporter.RegisterDefault(reg); err != nil {
+		return err
+	}
+	watch, _ := parseWatch(c.Metrics.Watch)
+	maxClients := c.Metrics.MaxClients
+	if maxClients == 0 {
+		maxClients = -1 // exporter: negative disables per-client series
+	}
+	stats := ntp.StatsOf(table, clock)
+	metrics := exporter.NewMetrics(reg, stats, exporter.MetricsConfig{MaxClients: maxClients, Watch: watch})
+	sm := exporter.RegisterStore(reg, store)
+	late.p.Store(&flushObserver{m: sm})
+
+	srv := ntp.NewServer(ntp.ServerConfig{ListenAddresses: c.NTPListenAddresses(), Readers: c.NTP.Readers},
+		resp, table, clock, ntp.Consumers{metrics, store}, log.With(logger, "component", "ntp"))
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	web := exporter.NewServer(log.With(logger, "component", "web"), reg, exporter.WebConfig{
+		ListenAddresses: c.Web.ListenAddress, ConfigFile: c.Web.ConfigFile, TelemetryPath: c.Web.TelemetryPath,
+		MaxRequests: c.Web.MaxRequests, Timeout: c.Web.Timeout.D(),
+	}, api.New(reader, log.With(logger, "component", "api")), ready.Load)
+	if err := web.Listen(); err != nil {
+		srv.Shutdown()
+		return err
+	}
+
+	level.Info(logger).Log("msg", "starting ntpexp", "version", version.Version, "revision", version.GetRevision(),
+		"ntp", fmt.Sprint(srv.Addrs()), "web", fmt.Sprint(web.Addrs()), "telemetry_path", c.Web.TelemetryPath,
+		"database", c.Database.Path, "max_clients_tracked", c.Performance.MaxCacheSize,
+		"metrics_max_clients", c.Metrics.MaxClients, "ratelimit", c.NTP.RateLimit.Enabled,
+		"ratelimit_interval", c.NTP.RateLimit.Interval, "ratelimit_burst", c.NTP.RateLimit.Burst,
+		"batch_size", c.Database.BatchSize, "flush_interval", c.Database.FlushInterval.D(),
+		"retention_days", c.Performance.RetentionDays, "clock_sync", c.NTP.ClockSync)
+	if st := clock.Load(); !st.Synchronized {
+		level.Warn(logger).Log("msg", "host clock is not synchronised according to the kernel; answering with leap=alarm until it is",
+			"fix", "run chronyd or systemd-timesyncd as a client of good servers (chronyd with 'port 0'), or set ntp.clock_sync=assume-synchronized if the clock is kept by other means")
+	}
+
+	var wg sync.WaitGroup
+	clockCtx, stopClock := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() { defer wg.Done(); clock.Run(clockCtx, time.Second) }()
+	webErr := make(chan error, 1)
+	go func() { webErr <- web.Run(context.Background()) }()
+	ntpErr := make(chan error, 1)
+	go func() { ntpErr <- srv.Serve(context.Background()) }()
+	ready.Store(true)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		level.Info(logger).Log("msg", "shutting down")
+	case err := <-ntpErr:
+		runErr = fmt.Errorf("NTP server stopped: %w", err)
+	case err := <-webErr:
+		if err != nil {
+			runErr = fmt.Errorf("web server stopped: %w", err)
+		}
+	}
+	ready.Store(false)
+
+	// 1. Stop reading packets; readers finish the batch they hold.
+	srv.Shutdown()
+	// 2-4. Drain the observation queue, flush the store, close the database.
+	closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	storeClosed = true
+	if err := store.Close(closeCtx); err != nil {
+		level.Error(logger).Log("msg", "closing the store", "err", err)
+		runErr = errors.Join(runErr, err)
+	}
+	// 5. Stop HTTP.
+	shCtx, cancelSh := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelSh()
+	web.Shutdown(shCtx)
+	stopClock()
+	wg.Wait()
+	level.Info(logger).Log("msg", "stopped", "rows_written", store.RowsWritten(), "rows_dropped", store.RowsDropped(), "write_errors", store.WriteErrors())
+	return runErr
+}
