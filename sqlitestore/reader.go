@@ -208,13 +208,14 @@ func (r *Reader) ListClients(ctx context.Context, opts ListOptions) ([]ClientRow
 const observationColumns = `time_ns, client, client_port, local, local_port, length,
 	reply_length, leap, version, mode, stratum, poll, precision, root_delay,
 	root_dispersion, ref_id, transmit, processing_ns, drop_reason, kod, method,
-	offset_ns, delay_ns, interleaved, implementation, ext_fields, mac_length`
+	offset_ns, delay_ns, interleaved, implementation, ext_fields, mac_length,
+	origin, receive, server_transmit`
 
 // obsScan holds scan targets, reused across rows.
 type obsScan struct {
 	t, cport, lport, length, rlen, leap, version, mode, stratum, poll, precision int64
 	rootDelay, rootDisp, refID, transmit, processing, drop, kod, method          int64
-	interleaved, impl, ext, mac                                                  int64
+	interleaved, impl, ext, mac, origin, receive, serverTransmit                  int64
 	client, local                                                                []byte
 	off, delay                                                                   sql.NullInt64
 }
@@ -223,7 +224,8 @@ func (o *obsScan) targets() []any {
 	return []any{&o.t, &o.client, &o.cport, &o.local, &o.lport, &o.length, &o.rlen,
 		&o.leap, &o.version, &o.mode, &o.stratum, &o.poll, &o.precision, &o.rootDelay,
 		&o.rootDisp, &o.refID, &o.transmit, &o.processing, &o.drop, &o.kod, &o.method,
-		&o.off, &o.delay, &o.interleaved, &o.impl, &o.ext, &o.mac}
+		&o.off, &o.delay, &o.interleaved, &o.impl, &o.ext, &o.mac,
+		&o.origin, &o.receive, &o.serverTransmit}
 }
 
 func (o *obsScan) row(dst *ObservationRow) {
@@ -252,7 +254,10 @@ func (o *obsScan) row(dst *ObservationRow) {
 		KoD:                   o.kod != 0,
 		ExtensionFields:       uint8(o.ext),
 		MACLength:             uint8(o.mac),
-		TransmitHex:           fmt.Sprintf("%016x", uint64(o.transmit)),
+		TransmitHex:           hex16(o.transmit),
+		OriginHex:             hex16(o.origin),
+		ReceiveHex:            hex16(o.receive),
+		ServerTransmitHex:     hex16(o.serverTransmit),
 	}
 	if o.off.Valid {
 		dst.OffsetSeconds = f64(seconds(o.off.Int64))
@@ -785,4 +790,16 @@ func sortAnomalies(as []Anomaly) {
 		}
 		return a.ClientIP.Less(b.ClientIP)
 	})
+}
+
+// hex16 formats a raw 64-bit timestamp as 16 hex digits.
+func hex16(v int64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	u := uint64(v)
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[u&15]
+		u >>= 4
+	}
+	return string(b[:])
 }

@@ -96,6 +96,11 @@ type ObservationRow struct {
 	MACLength       uint8  `json:"mac_length"`
 	// TransmitHex is the request's raw Transmit timestamp (16 hex digits).
 	TransmitHex string `json:"transmit"`
+	// OriginHex and ReceiveHex are the request's raw Origin and Receive
+	// timestamps; ServerTransmitHex is T3 of the reply (0 when none).
+	OriginHex         string `json:"origin"`
+	ReceiveHex        string `json:"receive"`
+	ServerTransmitHex string `json:"server_transmit"`
 }
 
 // ObservationFields is the CSV header of an export, in column order (the
@@ -106,6 +111,7 @@ var ObservationFields = []string{
 	"ref_id", "drop_reason", "processing_seconds", "offset_seconds", "offset_method",
 	"delay_seconds", "interleaved", "implementation",
 	"local_port", "length", "reply_length", "kod", "extension_fields", "mac_length", "transmit",
+	"origin", "receive", "server_transmit",
 }
 
 // appendCSV appends the row's fields in ObservationFields order; unknown
@@ -134,6 +140,7 @@ func (o *ObservationRow) appendCSV(rec []string) []string {
 		pf(o.DelaySeconds), strconv.FormatBool(o.Interleaved), o.Implementation,
 		u(uint64(o.LocalPort)), u(uint64(o.Length)), u(uint64(o.ReplyLength)), strconv.FormatBool(o.KoD),
 		u(uint64(o.ExtensionFields)), u(uint64(o.MACLength)), o.TransmitHex,
+		o.OriginHex, o.ReceiveHex, o.ServerTransmitHex,
 	)
 }
 

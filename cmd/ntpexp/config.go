@@ -63,6 +63,13 @@ func (s Seconds) String() string { return strconv.FormatFloat(time.Duration(s).S
 // MarshalJSON writes seconds, the unit the config file uses.
 func (s Seconds) MarshalJSON() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalJSON reads seconds (a number) or a duration string.
+func (s *Seconds) UnmarshalJSON(b []byte) error {
+	d, err := parseSeconds(strings.Trim(string(b), `"`))
+	*s = Seconds(d)
+	return err
+}
+
 // Config is every setting. Each is a flag (--section.key), an environment
 // variable (NTPEXP_SECTION_KEY) and a key of the JSON config file
 // ({"section": {"key": …}}; the old tool's config.json is valid).
@@ -108,7 +115,7 @@ type Config struct {
 	} `embed:"" prefix:"metrics." json:"metrics" group:"Metrics"`
 	Web struct {
 		ListenAddress []string `default:":10123" json:"listen_address" help:"Address for /metrics, the API and health checks (repeatable)."`
-		ConfigFile    string   `json:"config_file" help:"exporter-toolkit web configuration file for TLS and basic auth."`
+		ConfigFile    string   `name:"config.file" json:"config_file" help:"exporter-toolkit web configuration file for TLS and basic auth (as every Prometheus exporter's --web.config.file)."`
 		TelemetryPath string   `default:"/metrics" json:"telemetry_path" help:"Path of the metrics endpoint."`
 		MaxRequests   int      `default:"40" json:"max_requests" help:"Concurrent scrapes allowed; 0 means no limit."`
 		Timeout       Seconds  `default:"30" json:"timeout" help:"Scrape timeout in seconds."`
@@ -311,7 +318,19 @@ func loadConfigFile(path string) (*configFile, error) {
 	return f, nil
 }
 
-func flagKey(name string) string { return strings.ReplaceAll(name, "-", "_") }
+// fileKeyAliases maps config-file keys to flag names where the flag keeps
+// a name that every Prometheus exporter uses.
+var fileKeyAliases = map[string]string{"web.config_file": "web.config.file"}
+
+func flagKey(name string) string {
+	k := strings.ReplaceAll(name, "-", "_")
+	for alias, flag := range fileKeyAliases {
+		if k == flag {
+			return alias
+		}
+	}
+	return k
+}
 
 // resolver feeds file values to kong. Environment variables win over the
 // file: kong has already applied them as defaults, so the resolver stays

@@ -85,6 +85,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ntpexp: internal error: %v\n", err)
 		return exitFailure
 	}
+	if file != nil && !isHelp(args) {
+		// Check the file first, so a typo or a wrong type is reported
+		// against the file rather than as a flag error.
+		if err := (resolver{file: file}).Validate(parser.Model); err != nil {
+			fmt.Fprintf(stderr, "ntpexp: %v\n", err)
+			return exitUsage
+		}
+	}
 	ctx, err := parser.Parse(args)
 	if isHelp(args) {
 		return exitOK // kong printed the help
