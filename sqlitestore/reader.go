@@ -215,7 +215,7 @@ const observationColumns = `time_ns, client, client_port, local, local_port, len
 type obsScan struct {
 	t, cport, lport, length, rlen, leap, version, mode, stratum, poll, precision int64
 	rootDelay, rootDisp, refID, transmit, processing, drop, kod, method          int64
-	interleaved, impl, ext, mac, origin, receive, serverTransmit                  int64
+	interleaved, impl, ext, mac, origin, receive, serverTransmit                 int64
 	client, local                                                                []byte
 	off, delay                                                                   sql.NullInt64
 }
