@@ -169,12 +169,19 @@ type client struct {
 	sentAt      time.Time
 }
 
+// pend is a request in flight.
+type pend struct {
+	idx int       // client index
+	at  time.Time // when it was sent
+}
+
 type worker struct {
 	conn    *ipv4.PacketConn
 	raw     net.PacketConn
 	dst     *net.UDPAddr
 	clients []client
-	pending map[uint64]int // Transmit → client index
+	pending map[uint64]pend // Transmit → request in flight
+	cur     int             // client index being built
 
 	sent, replies, mismatched, invalid, kod uint64
 	rtt, proc                               []time.Duration
@@ -225,8 +232,7 @@ func (w *worker) build(buf []byte, c *client, version int) uint64 {
 		tx++
 	}
 	binary.BigEndian.PutUint64(buf[40:], tx)
-	c.outstanding = tx
-	c.sentAt = now
+	w.pending[tx] = pend{idx: w.cur, at: now}
 	return tx
 }
 
@@ -237,14 +243,14 @@ func (w *worker) handle(b []byte, at time.Time) int {
 		return -1
 	}
 	origin := binary.BigEndian.Uint64(b[24:])
-	idx, ok := w.pending[origin]
+	p, ok := w.pending[origin]
 	if !ok {
 		w.mismatched++
 		return -1
 	}
 	delete(w.pending, origin)
+	idx := p.idx
 	c := &w.clients[idx]
-	c.outstanding = 0
 	mode, stratum := b[0]&7, b[1]
 	if stratum == 0 {
 		w.kod++
@@ -258,7 +264,7 @@ func (w *worker) handle(b []byte, at time.Time) int {
 	t2 := binary.BigEndian.Uint64(b[32:])
 	t3 := binary.BigEndian.Uint64(b[40:])
 	w.proc = append(w.proc, diff(t3, t2))
-	w.rtt = append(w.rtt, at.Sub(c.sentAt))
+	w.rtt = append(w.rtt, at.Sub(p.at))
 	c.prevT3, c.prevT4 = t3, ntpNow(at)
 	return idx
 }
@@ -272,7 +278,7 @@ func newWorker(o options, id int, pers []personality, dst *net.UDPAddr) (*worker
 		uc.SetReadBuffer(4 << 20)
 		uc.SetWriteBuffer(4 << 20)
 	}
-	w := &worker{conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]int{}}
+	w := &worker{conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]pend{}}
 	// This worker's share of the source addresses.
 	base := o.firstSource.As4()
 	start := binary.BigEndian.Uint32(base[:])
@@ -378,10 +384,9 @@ func (w *worker) closedLoop(ctx context.Context, o options) {
 		// Send a window from the next clients in turn.
 		for i := 0; i < depth; i++ {
 			c := &w.clients[next]
-			idx := next
+			w.cur = next
 			next = (next + 1) % len(w.clients)
-			tx := w.build(bufs[i][:o.payload], c, o.version)
-			w.pending[tx] = idx
+			w.build(bufs[i][:o.payload], c, o.version)
 			msgs[i].OOB = c.oob
 		}
 		for sent := 0; sent < depth; {
@@ -405,10 +410,7 @@ func (w *worker) closedLoop(ctx context.Context, o options) {
 			}
 		}
 		// Forget what did not come back in time.
-		for tx, idx := range w.pending {
-			w.clients[idx].outstanding = 0
-			delete(w.pending, tx)
-		}
+		clear(w.pending)
 	}
 }
 
@@ -455,6 +457,7 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
 	t := time.NewTicker(max(interval, 50*time.Microsecond))
 	defer t.Stop()
 	due := time.Now()
+	lastPurge := due
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -465,13 +468,9 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
 			mu.Lock()
 			for i := 0; i < batch; i++ {
 				c := &w.clients[next]
-				idx := next
+				w.cur = next
 				next = (next + 1) % len(w.clients)
-				if c.outstanding != 0 {
-					delete(w.pending, c.outstanding) // never answered: lost
-				}
-				tx := w.build(msgs[i].Buffers[0], c, o.version)
-				w.pending[tx] = idx
+				w.build(msgs[i].Buffers[0], c, o.version)
 				msgs[i].OOB = c.oob
 			}
 			mu.Unlock()
@@ -484,6 +483,17 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
 			}
 			w.sent += batch
 			due = due.Add(interval)
+		}
+		// Requests older than the timeout are lost; forget them.
+		if now.Sub(lastPurge) > 100*time.Millisecond {
+			mu.Lock()
+			for tx, p := range w.pending {
+				if now.Sub(p.at) > o.timeout {
+					delete(w.pending, tx)
+				}
+			}
+			mu.Unlock()
+			lastPurge = now
 		}
 	}
 	// Give late replies a moment.
