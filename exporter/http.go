@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,9 @@ type WebConfig struct {
 	MaxRequests int
 	// Timeout bounds a scrape (503 when exceeded); 0 or less means none.
 	Timeout time.Duration
+	// EnablePprof serves Go's profiler under /debug/pprof/ (behind the
+	// same TLS and auth), for performance investigations.
+	EnablePprof bool
 }
 
 // Server serves metrics, health endpoints, a landing page and, when given,
@@ -133,6 +137,13 @@ func NewServer(logger log.Logger, gatherer prometheus.Gatherer, cfg WebConfig, a
 	links := []web.LandingLinks{{Address: cfg.TelemetryPath, Text: "Metrics"}}
 	if api != nil {
 		mux.Handle("/api/", api)
+	}
+	if cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		links = append(links, web.LandingLinks{Address: "/api/clients", Text: "Clients", Description: "REST API: clients seen"})
 	}
 	links = append(links,

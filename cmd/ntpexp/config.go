@@ -119,6 +119,7 @@ type Config struct {
 		TelemetryPath string   `default:"/metrics" json:"telemetry_path" help:"Path of the metrics endpoint."`
 		MaxRequests   int      `default:"40" json:"max_requests" help:"Concurrent scrapes allowed; 0 means no limit."`
 		Timeout       Seconds  `default:"30" json:"timeout" help:"Scrape timeout in seconds."`
+		EnablePprof   bool     `name:"enable-pprof" json:"enable_pprof" help:"Serve Go's profiler under /debug/pprof/ (behind the same TLS and auth)."`
 	} `embed:"" prefix:"web." json:"web" group:"Web"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,6 +31,18 @@ type ServeCmd struct{}
 type flushObserver struct{ m *exporter.StoreMetrics }
 
 func (f flushObserver) ObserveFlush(d time.Duration, _ int) { f.m.ObserveFlush(d) }
+
+// anonymizing rewrites the client address of every observation before
+// passing it on.
+type anonymizing struct {
+	anon *sqlitestore.Anonymizer
+	next ntp.Consumer
+}
+
+func (a anonymizing) Observe(o *ntp.Observation) {
+	o.Client = netip.AddrPortFrom(a.anon.Addr(o.Client.Addr()), o.Client.Port())
+	a.next.Observe(o)
+}
 
 // lateFlushObserver lets the store be opened before its metrics exist.
 type lateFlushObserver struct{ p atomic.Pointer[flushObserver] }
@@ -105,6 +118,15 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	}
 	late := &lateFlushObserver{}
 	sc.FlushObserver = late
+	// Privacy: with database.address_mode truncate or hash, addresses are
+	// rewritten once, before metrics and store see them, so both work on
+	// the same form and nothing keeps the real address but the in-memory
+	// client table (rate limiting needs it).
+	anon, err := sqlitestore.NewAnonymizer(sc.AddressMode, []byte(sc.AddressKey))
+	if err != nil {
+		return usageError{fmt.Errorf("database.address_mode: %w", err)}
+	}
+	sc.AddressMode, sc.AddressKey = sqlitestore.AddressFull, ""
 	store, err := sqlitestore.Open(ctx, sc, log.With(logger, "component", "store"))
 	if err != nil {
 		return err
@@ -135,15 +157,19 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	sm := exporter.RegisterStore(reg, store)
 	late.p.Store(&flushObserver{m: sm})
 
+	var consumer ntp.Consumer = ntp.Consumers{metrics, store}
+	if anon.Mode() != sqlitestore.AddressFull {
+		consumer = anonymizing{anon: anon, next: consumer}
+	}
 	srv := ntp.NewServer(ntp.ServerConfig{ListenAddresses: c.NTPListenAddresses(), Readers: c.NTP.Readers},
-		resp, table, clock, ntp.Consumers{metrics, store}, log.With(logger, "component", "ntp"))
+		resp, table, clock, consumer, log.With(logger, "component", "ntp"))
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	var ready atomic.Bool
 	web := exporter.NewServer(log.With(logger, "component", "web"), reg, exporter.WebConfig{
 		ListenAddresses: c.Web.ListenAddress, ConfigFile: c.Web.ConfigFile, TelemetryPath: c.Web.TelemetryPath,
-		MaxRequests: c.Web.MaxRequests, Timeout: c.Web.Timeout.D(),
+		MaxRequests: c.Web.MaxRequests, Timeout: c.Web.Timeout.D(), EnablePprof: c.Web.EnablePprof,
 	}, api.New(reader, log.With(logger, "component", "api")), ready.Load)
 	if err := web.Listen(); err != nil {
 		srv.Shutdown()

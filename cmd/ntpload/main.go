@@ -68,6 +68,7 @@ type options struct {
 	jsonOut     bool
 	version     int
 	payload     int
+	echo        bool
 }
 
 // Result is the JSON output.
@@ -124,6 +125,7 @@ func main() {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.IntVar(&o.version, "version", 4, "NTP version in requests")
 	fs.IntVar(&o.payload, "length", headerLen, "request length in bytes (>= 48; extra bytes are zero)")
+	fs.BoolVar(&o.echo, "echo", false, "the server is a UDP echo server (benchmark ceiling): a reply is the request itself")
 	fs.Parse(os.Args[1:])
 	var err error
 	if o.firstSource, err = netip.ParseAddr(*first); err != nil || !o.firstSource.Is4() {
@@ -176,6 +178,7 @@ type pend struct {
 }
 
 type worker struct {
+	echo    bool
 	conn    *ipv4.PacketConn
 	raw     net.PacketConn
 	dst     *net.UDPAddr
@@ -242,15 +245,23 @@ func (w *worker) handle(b []byte, at time.Time) int {
 		w.invalid++
 		return -1
 	}
-	origin := binary.BigEndian.Uint64(b[24:])
-	p, ok := w.pending[origin]
+	key := binary.BigEndian.Uint64(b[24:]) // Origin echoes our Transmit
+	if w.echo {
+		key = binary.BigEndian.Uint64(b[40:])
+	}
+	p, ok := w.pending[key]
 	if !ok {
 		w.mismatched++
 		return -1
 	}
-	delete(w.pending, origin)
+	delete(w.pending, key)
 	idx := p.idx
 	c := &w.clients[idx]
+	if w.echo {
+		w.replies++
+		w.rtt = append(w.rtt, at.Sub(p.at))
+		return idx
+	}
 	mode, stratum := b[0]&7, b[1]
 	if stratum == 0 {
 		w.kod++
@@ -278,7 +289,7 @@ func newWorker(o options, id int, pers []personality, dst *net.UDPAddr) (*worker
 		uc.SetReadBuffer(4 << 20)
 		uc.SetWriteBuffer(4 << 20)
 	}
-	w := &worker{conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]pend{}}
+	w := &worker{echo: o.echo, conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]pend{}}
 	// This worker's share of the source addresses.
 	base := o.firstSource.As4()
 	start := binary.BigEndian.Uint32(base[:])

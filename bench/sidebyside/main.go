@@ -1,0 +1,278 @@
+// Command sidebyside measures ntpexp, chronyd and a UDP echo server one
+// after another under the same load from ntpload, on this machine, in one
+// run, and prints a table of ratios. Figures from a shared, noisy machine
+// mean little alone; the ratios from one run are what to read.
+//
+//	go run ./bench/sidebyside -bin DIR   (DIR holds ntpexp, ntpload, udpecho)
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type pcts struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+type load struct {
+	Sent          uint64  `json:"sent"`
+	Replies       uint64  `json:"replies"`
+	Lost          uint64  `json:"lost"`
+	Mismatched    uint64  `json:"mismatched"`
+	Invalid       uint64  `json:"invalid"`
+	RepliesPerSec float64 `json:"replies_per_second"`
+	RTT           pcts    `json:"rtt_seconds"`
+	Processing    pcts    `json:"processing_seconds"`
+}
+
+type result struct {
+	Server string `json:"server"`
+	Load   load   `json:"load"`
+	// ntpexp only.
+	RowsWritten    float64 `json:"rows_written,omitempty"`
+	Requests       float64 `json:"requests,omitempty"`
+	QueueDrops     float64 `json:"queue_drops,omitempty"`
+	AllocsPerReq   float64 `json:"allocs_per_request,omitempty"`
+	RSSBytes       float64 `json:"rss_bytes,omitempty"`
+	ServerCPUPerRq float64 `json:"server_cpu_seconds_per_request,omitempty"`
+}
+
+var (
+	binDir   = flag.String("bin", "bin", "directory with ntpexp, ntpload and udpecho")
+	duration = flag.Duration("duration", 10*time.Second, "load duration per server")
+	rounds   = flag.Int("rounds", 2, "rounds (servers interleaved); the best round of each is reported")
+	workers  = flag.Int("workers", 4, "ntpload workers")
+	depth    = flag.Int("depth", 16, "ntpload requests in flight per worker")
+	pers     = flag.String("personality", "mix", "ntpload client personality")
+	readers  = flag.Int("readers", 1, "ntpexp --ntp.readers")
+	jsonOut  = flag.String("json", "", "also write the results as JSON to this file")
+)
+
+func main() {
+	flag.Parse()
+	tmp, err := os.MkdirTemp("", "sidebyside")
+	check(err)
+	defer os.RemoveAll(tmp)
+	best := map[string]result{}
+	servers := []string{"udpecho", "chronyd", "ntpexp"}
+	for r := 0; r < *rounds; r++ {
+		for _, s := range servers {
+			res := measure(s, tmp)
+			fmt.Fprintf(os.Stderr, "round %d %-8s %8.0f replies/s  T3-T2 p50 %6.1fµs p99 %7.1fµs\n", r+1, s,
+				res.Load.RepliesPerSec, res.Load.Processing.P50*1e6, res.Load.Processing.P99*1e6)
+			if b, ok := best[s]; !ok || res.Load.RepliesPerSec > b.Load.RepliesPerSec {
+				best[s] = res
+			}
+		}
+	}
+	print(os.Stdout, best)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(best, "", "  ")
+		check(os.WriteFile(*jsonOut, b, 0o644))
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sidebyside:", err)
+		os.Exit(1)
+	}
+}
+
+func freePort() int {
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	check(err)
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func freeTCP() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func measure(server, tmp string) result {
+	port := freePort()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dir, err := os.MkdirTemp(tmp, server)
+	check(err)
+	var cmd *exec.Cmd
+	web := ""
+	switch server {
+	case "udpecho":
+		cmd = exec.Command(filepath.Join(*binDir, "udpecho"), "-listen", addr)
+	case "chronyd":
+		conf := filepath.Join(dir, "chronyd.conf")
+		// No ratelimit line: chronyd does not rate-limit.
+		check(os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.0/8\nlocal stratum 10\ncmdport 0\npidfile %s/pid\ndriftfile %s/drift\n", port, dir, dir)), 0o644))
+		cmd = exec.Command("chronyd", "-d", "-x", "-u", "root", "-f", conf)
+	case "ntpexp":
+		web = fmt.Sprintf("127.0.0.1:%d", freeTCP())
+		cmd = exec.Command(filepath.Join(*binDir, "ntpexp"), "serve", "--ntp.listen-address", addr, "--web.listen-address", web,
+			"--database.path", filepath.Join(dir, "ntpexp.db"), "--ntp.ratelimit.enabled=false", "--ntp.clock-sync", "assume-synchronized",
+			"--ntp.readers", strconv.Itoa(*readers), "--monitoring.log-level", "warn")
+	}
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	check(err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	check(cmd.Start())
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	waitUp(addr, server == "udpecho")
+	// Warm up, then measure.
+	runLoad(addr, server == "udpecho", time.Second)
+	var before map[string]float64
+	var cpuBefore float64
+	if web != "" {
+		before = scrape(web)
+	}
+	cpuBefore = procCPU(cmd.Process.Pid)
+	res := result{Server: server, Load: runLoad(addr, server == "udpecho", *duration)}
+	cpu := procCPU(cmd.Process.Pid) - cpuBefore
+	if res.Load.Replies > 0 {
+		res.ServerCPUPerRq = cpu / float64(res.Load.Replies)
+	}
+	if web != "" {
+		// Let the store drain, then compare rows with requests.
+		var after map[string]float64
+		for i := 0; i < 300; i++ {
+			after = scrape(web)
+			if after["ntpexp_store_queue_length"] == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		res.RowsWritten = after["ntpexp_store_rows_written_total"]
+		res.Requests = sumPrefix(after, "ntpexp_requests_total")
+		res.QueueDrops = after["ntpexp_store_rows_dropped_total"]
+		dReq := sumPrefix(after, "ntpexp_requests_total") - sumPrefix(before, "ntpexp_requests_total")
+		if dReq > 0 {
+			res.AllocsPerReq = (after["go_memstats_mallocs_total"] - before["go_memstats_mallocs_total"]) / dReq
+		}
+		res.RSSBytes = after["process_resident_memory_bytes"]
+	}
+	return res
+}
+
+// procCPU returns the process's user+system CPU seconds.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func waitUp(addr string, echo bool) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("udp4", addr)
+		check(err)
+		req := make([]byte, 48)
+		req[0] = 0x23
+		req[47] = 1
+		c.Write(req)
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, err = c.Read(make([]byte, 128))
+		c.Close()
+		if err == nil {
+			return
+		}
+	}
+	check(fmt.Errorf("%s did not answer within 10 s", addr))
+}
+
+func runLoad(addr string, echo bool, d time.Duration) load {
+	args := []string{"-server", addr, "-json", "-duration", d.String(), "-workers", strconv.Itoa(*workers),
+		"-depth", strconv.Itoa(*depth), "-personality", *pers}
+	if echo {
+		args = append(args, "-echo")
+	}
+	out, err := exec.Command(filepath.Join(*binDir, "ntpload"), args...).Output()
+	check(err)
+	var l load
+	check(json.Unmarshal(out, &l))
+	return l
+}
+
+func scrape(web string) map[string]float64 {
+	resp, err := http.Get("http://" + web + "/metrics")
+	check(err)
+	defer resp.Body.Close()
+	return parse(resp.Body)
+}
+
+func parse(r io.Reader) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+func sumPrefix(m map[string]float64, prefix string) float64 {
+	s := 0.0
+	for k, v := range m {
+		if k == prefix || strings.HasPrefix(k, prefix+"{") {
+			s += v
+		}
+	}
+	return s
+}
+
+func print(w io.Writer, best map[string]result) {
+	e, c, n := best["udpecho"], best["chronyd"], best["ntpexp"]
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\treplies/s\tvs chronyd\tvs echo\tloss\tT3-T2 p50\tT3-T2 p99\tRTT p50\tRTT p99\tCPU µs/reply\t")
+	names := []string{"udpecho", "chronyd", "ntpexp"}
+	sort.SliceStable(names, func(i, j int) bool { return false })
+	for _, s := range names {
+		r := best[s]
+		proc50, proc99 := fmt.Sprintf("%.1fµs", r.Load.Processing.P50*1e6), fmt.Sprintf("%.1fµs", r.Load.Processing.P99*1e6)
+		if s == "udpecho" {
+			proc50, proc99 = "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f×\t%.2f×\t%.3f%%\t%s\t%s\t%.1fµs\t%.1fµs\t%.2f\t\n", s, r.Load.RepliesPerSec,
+			r.Load.RepliesPerSec/c.Load.RepliesPerSec, r.Load.RepliesPerSec/e.Load.RepliesPerSec,
+			100*float64(r.Load.Lost)/float64(max(r.Load.Sent, 1)), proc50, proc99, r.Load.RTT.P50*1e6, r.Load.RTT.P99*1e6, r.ServerCPUPerRq*1e6)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nntpexp processing time vs chronyd: p50 %.2f×, p99 %.2f× (lower is better)\n",
+		n.Load.Processing.P50/c.Load.Processing.P50, n.Load.Processing.P99/c.Load.Processing.P99)
+	fmt.Fprintf(w, "ntpexp store: %.0f rows written for %.0f requests, %.0f queue drops\n", n.RowsWritten, n.Requests, n.QueueDrops)
+	fmt.Fprintf(w, "ntpexp allocations per request in the steady state: %.3f (whole process, incl. store and scrapes)\n", n.AllocsPerReq)
+	fmt.Fprintf(w, "ntpexp RSS: %.1f MiB\n", n.RSSBytes/(1<<20))
+}
