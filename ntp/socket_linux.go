@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,6 +22,7 @@ type socket struct {
 	v6               bool
 	wildcard         bool
 	kernelTimestamps bool
+	closing          atomic.Bool
 	closeOnce        sync.Once
 }
 
@@ -76,7 +78,12 @@ func openSocket(addr netip.AddrPort, reusePort bool) (*socket, error) {
 	return so, nil
 }
 
-func (so *socket) close() { so.closeOnce.Do(func() { so.conn.Close() }) }
+func (so *socket) close() {
+	so.closeOnce.Do(func() {
+		so.closing.Store(true)
+		so.conn.Close()
+	})
+}
 
 const (
 	recvBufLen = 2048
@@ -95,16 +102,13 @@ type reader struct {
 	oobs  [][oobLen]byte
 	names []unix.RawSockaddrInet6
 
-	n      int
-	rerr   error
 	readFn func(fd uintptr) bool
 
 	reply   [HeaderLength]byte
 	sendHdr unix.Msghdr
 	sendIov unix.Iovec
 	sendOOB [64]byte
-	sendErr error
-	writeFn func(fd uintptr) bool
+	pollOut [1]unix.PollFd
 
 	obs Observation
 }
@@ -121,9 +125,12 @@ func newReader(so *socket, resp *Responder, consumer Consumer, batch int) *reade
 	for i := range r.msgs {
 		r.iovs[i].Base = &r.bufs[i][0]
 		r.iovs[i].SetLen(recvBufLen)
+		h := &r.msgs[i].Hdr
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &r.oobs[i][0]
 	}
 	r.readFn = r.recv
-	r.writeFn = r.send
 	r.sendIov.Base = &r.reply[0]
 	r.sendIov.SetLen(HeaderLength)
 	r.sendHdr.Iov = &r.sendIov
@@ -131,67 +138,77 @@ func newReader(so *socket, resp *Responder, consumer Consumer, batch int) *reade
 	return r
 }
 
-// recv is called by the netpoller with the socket's fd: it reads a batch
-// without blocking, or reports that it would block.
+// recv is called by the netpoller with the socket's fd once it is
+// readable. It reads and answers batches until the socket would block (the
+// netpoller then waits for the next packet) or the socket is closing. All
+// of it runs inside the callback, where the fd is guaranteed open, so
+// replies go out with a direct sendmsg on the same fd.
 func (r *reader) recv(fd uintptr) bool {
-	for i := range r.msgs {
-		h := &r.msgs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-		h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-		h.Iov = &r.iovs[i]
-		h.SetIovlen(1)
-		h.Control = &r.oobs[i][0]
-		h.SetControllen(oobLen)
-		h.Flags = 0
-		r.msgs[i].Len = 0
+	for {
+		if r.so.closing.Load() {
+			return true
+		}
+		for i := range r.msgs {
+			h := &r.msgs[i].Hdr
+			h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+			h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+			h.SetControllen(oobLen)
+			h.Flags = 0
+			r.msgs[i].Len = 0
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])),
+			uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR:
+			continue
+		default:
+			// Errors such as ECONNREFUSED from an earlier ICMP are not
+			// fatal for a UDP server; go back to waiting.
+			return false
+		}
+		for i := 0; i < int(n); i++ {
+			r.handle(fd, i)
+		}
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])),
-		uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
-	if errno == unix.EAGAIN || errno == unix.EINTR {
-		return false
-	}
-	r.n = int(n)
-	r.rerr = nil
-	if errno != 0 {
-		r.n = 0
-		r.rerr = errno
-	}
-	return true
 }
 
-func (r *reader) send(fd uintptr) bool {
-	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&r.sendHdr)), unix.MSG_DONTWAIT)
-	if errno == unix.EAGAIN || errno == unix.EINTR {
-		return false
+// send transmits the prepared reply. A full send buffer (EAGAIN) is waited
+// out briefly, then counted as a send error.
+func (r *reader) send(fd uintptr) error {
+	for try := 0; ; try++ {
+		_, _, errno := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&r.sendHdr)), unix.MSG_DONTWAIT)
+		switch {
+		case errno == 0:
+			return nil
+		case errno == unix.EINTR:
+			continue
+		case errno == unix.EAGAIN && try < 3:
+			r.pollOut[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+			unix.Poll(r.pollOut[:], 10)
+			continue
+		}
+		return errno
 	}
-	r.sendErr = nil
-	if errno != 0 {
-		r.sendErr = errno
-	}
-	return true
 }
 
 func (r *reader) run() error {
 	for {
-		err := r.so.rc.Read(r.readFn)
-		if err != nil {
+		if err := r.so.rc.Read(r.readFn); err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
 		}
-		if r.rerr != nil {
-			// Errors such as ECONNREFUSED from an earlier ICMP are not
-			// fatal for a UDP server.
-			continue
-		}
-		for i := 0; i < r.n; i++ {
-			r.handle(i)
+		if r.so.closing.Load() {
+			return nil
 		}
 	}
 }
 
-func (r *reader) handle(i int) {
+func (r *reader) handle(fd uintptr, i int) {
 	m := &r.msgs[i]
 	length := int(m.Len)
 	truncated := m.Hdr.Flags&unix.MSG_TRUNC != 0
@@ -214,7 +231,7 @@ func (r *reader) handle(i int) {
 		r.sendHdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 		r.sendHdr.Namelen = m.Hdr.Namelen
 		r.setSourceControl(local, ifindex)
-		if err := r.so.rc.Write(r.writeFn); err != nil || r.sendErr != nil {
+		if err := r.send(fd); err != nil {
 			r.obs.Drop = DropSendError
 			r.obs.ReplyLength = 0
 		}
