@@ -162,13 +162,10 @@ func us(s float64) string { return fmt.Sprintf("%.1fµs", s*1e6) }
 
 // client is one simulated client's state.
 type client struct {
-	src         netip.Addr
-	oob         []byte // IP_PKTINFO control message selecting src
-	pers        personality
-	prevT3      uint64
-	prevT4      uint64
-	outstanding uint64 // Transmit of the request in flight, 0 if none
-	sentAt      time.Time
+	src    [4]byte
+	pers   personality
+	prevT3 uint64
+	prevT4 uint64
 }
 
 // pend is a request in flight.
@@ -296,9 +293,7 @@ func newWorker(o options, id int, pers []personality, dst *net.UDPAddr) (*worker
 	for i := id; i < o.sources; i += o.workers {
 		var a [4]byte
 		binary.BigEndian.PutUint32(a[:], start+uint32(i))
-		src := netip.AddrFrom4(a)
-		cm := &ipv4.ControlMessage{Src: net.IP(a[:])}
-		w.clients = append(w.clients, client{src: src, oob: cm.Marshal(), pers: pers[i%len(pers)]})
+		w.clients = append(w.clients, client{src: a, pers: pers[i%len(pers)]})
 	}
 	if len(w.clients) == 0 {
 		pc.Close()
@@ -384,6 +379,7 @@ func (w *worker) closedLoop(ctx context.Context, o options) {
 		msgs[i].Buffers = [][]byte{bufs[i][:o.payload]}
 		msgs[i].Addr = w.dst
 	}
+	oobs := newOOBs(depth)
 	rmsgs := make([]ipv4.Message, depth)
 	rbufs := make([][]byte, depth)
 	for i := range rmsgs {
@@ -398,7 +394,7 @@ func (w *worker) closedLoop(ctx context.Context, o options) {
 			w.cur = next
 			next = (next + 1) % len(w.clients)
 			w.build(bufs[i][:o.payload], c, o.version)
-			msgs[i].OOB = c.oob
+			msgs[i].OOB = setSource(oobs[i], c.src)
 		}
 		for sent := 0; sent < depth; {
 			n, err := w.conn.WriteBatch(msgs[sent:depth], 0)
@@ -460,6 +456,7 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
 	const batch = 16
 	interval := time.Duration(float64(time.Second) * batch / rate)
 	msgs := make([]ipv4.Message, batch)
+	oobs := newOOBs(batch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, o.payload)}
 		msgs[i].Addr = w.dst
@@ -482,7 +479,7 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
 				w.cur = next
 				next = (next + 1) % len(w.clients)
 				w.build(msgs[i].Buffers[0], c, o.version)
-				msgs[i].OOB = c.oob
+				msgs[i].OOB = setSource(oobs[i], c.src)
 			}
 			mu.Unlock()
 			for sent := 0; sent < batch; {
@@ -511,4 +508,21 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64) {
 	time.Sleep(200 * time.Millisecond)
 	w.raw.SetReadDeadline(time.Now())
 	<-done
+}
+
+// newOOBs makes n IP_PKTINFO control messages to fill in per packet.
+func newOOBs(n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = (&ipv4.ControlMessage{Src: net.IPv4(127, 0, 0, 1)}).Marshal()
+	}
+	return out
+}
+
+// setSource writes src into a control message made by newOOBs. The
+// in_pktinfo's ipi_spec_dst (the source address) follows the 16-byte
+// cmsghdr and the 4-byte ifindex.
+func setSource(oob []byte, src [4]byte) []byte {
+	copy(oob[16+4:16+8], src[:])
+	return oob
 }
