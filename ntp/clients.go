@@ -81,9 +81,13 @@ func NewClientTable(capacity int) *ClientTable {
 		n *= 2
 	}
 	t := &ClientTable{shards: make([]tableShard, n), mask: uint32(n - 1), capacity: capacity}
-	per := (capacity + n - 1) / n
 	for i := range t.shards {
 		s := &t.shards[i]
+		// Split the capacity exactly: the first capacity%n shards take one more.
+		per := capacity / n
+		if i < capacity%n {
+			per++
+		}
 		s.max = per
 		s.index = make(map[[16]byte]uint32, per)
 		s.entries = make([]clientEntry, 0, per)
