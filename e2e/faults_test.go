@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"database/sql"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ntpexp/ntpexp/e2e/peers"
+)
+
+// TestDiskFull puts the database on a small tmpfs and fills it: NTP keeps
+// answering at full rate, write errors are counted in metrics and logged,
+// nothing crashes, and writing resumes by itself when space returns.
+func TestDiskFull(t *testing.T) {
+	peers.RequireRoot(t, "mount a small tmpfs")
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	d := startDaemon(t, daemonOpts{Args: []string{"--ntp.ratelimit.enabled=false", "--database.path", filepath.Join(mnt, "ntpexp.db")}})
+	d.DB = filepath.Join(mnt, "ntpexp.db")
+
+	// Fill the file system, leaving the database nowhere to grow.
+	filler := filepath.Join(mnt, "filler")
+	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=64k").Run()
+
+	before := runLoad(t, d.NTPAddr, "-rate", "3000", "-duration", "4s", "-sources", "500", "-personality", "mix")
+	if before.Replies < before.Sent*99/100 {
+		t.Fatalf("NTP answers dropped while the disk is full: %d of %d", before.Replies, before.Sent)
+	}
+	m := d.metrics()
+	errs := m["ntpexp_store_write_errors_total"]
+	if errs == 0 {
+		t.Fatalf("disk full but no store write errors counted; rows written %v", m["ntpexp_store_rows_written_total"])
+	}
+	if !strings.Contains(strings.ToLower(d.Proc.Output()), "full") {
+		t.Errorf("the log does not say the disk is full:\n%s", tail(d.Proc.Output(), 20))
+	}
+	writtenFull := m["ntpexp_store_rows_written_total"]
+
+	// Space returns: writing resumes without a restart.
+	os.Remove(filler)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m = d.metrics()
+		if m["ntpexp_store_queue_length"] == 0 && m["ntpexp_store_rows_written_total"] > writtenFull {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writing did not resume: written %v (was %v), queue %v", m["ntpexp_store_rows_written_total"], writtenFull, m["ntpexp_store_queue_length"])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	after := runLoad(t, d.NTPAddr, "-rate", "1000", "-duration", "1s", "-sources", "100")
+	if exited, _ := d.Proc.Exited(); exited {
+		t.Fatalf("ntpexp died:\n%s", d.Proc.Output())
+	}
+	d.stop()
+	db := openDB(t, d.DB)
+	rows := queryInt(t, db, "SELECT count(*) FROM observations")
+	dropped := m["ntpexp_store_rows_dropped_total"]
+	want := int64(before.Sent+after.Sent) - int64(dropped)
+	if rows != want {
+		t.Errorf("database holds %d rows; %d requests sent minus %v counted as dropped = %d", rows, before.Sent+after.Sent, dropped, want)
+	}
+	t.Logf("disk full: %d/%d answered at %.0f/s, %v write errors counted, %v rows dropped from the full queue; after space returned: %d rows stored, %d/%d answered",
+		before.Replies, before.Sent, before.RepliesPerSec, errs, dropped, rows, after.Replies, after.Sent)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestLongExportWhileServing: an export of millions of rows runs while
+// ntpexp serves; NTP answers and the store are unaffected.
+func TestLongExportWhileServing(t *testing.T) {
+	first := startDaemon(t, daemonOpts{Args: []string{"--ntp.ratelimit.enabled=false"}})
+	runLoad(t, first.NTPAddr, "-rate", "5000", "-duration", "2s", "-sources", "2000", "-personality", "mix")
+	first.stop()
+	// Grow the table to millions of rows by copying the real ones.
+	db, err := sql.Open("sqlite3", "file:"+first.DB+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only this test's copy: no durability needed while filling.
+	db.Exec("PRAGMA synchronous = OFF")
+	db.Exec("PRAGMA cache_size = -200000")
+	var cols []string
+	rows, err := db.Query("SELECT name FROM pragma_table_info('observations') WHERE name != 'id'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c string
+		rows.Scan(&c)
+		cols = append(cols, c)
+	}
+	rows.Close()
+	list := strings.Join(cols, ", ")
+	for queryInt(t, db, "SELECT count(*) FROM observations") < 2_000_000 {
+		if _, err := db.Exec("INSERT INTO observations (" + list + ") SELECT " + list + " FROM observations"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := queryInt(t, db, "SELECT count(*) FROM observations")
+	db.Close()
+
+	d := startDaemonOn(t, first, []string{"--ntp.ratelimit.enabled=false"})
+	m0 := d.metrics()
+	out := filepath.Join(t.TempDir(), "out.csv")
+	exp := exec.Command(ntpexpBin, "export", "--format", "csv", "--database.path", d.DB, "-o", out)
+	started := time.Now()
+	if err := exp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	during := runLoad(t, d.NTPAddr, "-rate", "5000", "-duration", "5s", "-sources", "1000", "-personality", "mix")
+	if err := exp.Wait(); err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	took := time.Since(started)
+	if took < 5*time.Second {
+		t.Errorf("the export took %v: it did not overlap the whole load", took)
+	}
+	time.Sleep(1500 * time.Millisecond) // one flush interval
+	m1 := d.metrics()
+	if during.Replies != during.Sent {
+		t.Errorf("NTP lost %d of %d replies during the export", during.Sent-during.Replies, during.Sent)
+	}
+	if dd := m1["ntpexp_store_rows_dropped_total"] - m0["ntpexp_store_rows_dropped_total"]; dd != 0 {
+		t.Errorf("store dropped %v rows during the export", dd)
+	}
+	if m1["ntpexp_store_write_errors_total"] != m0["ntpexp_store_write_errors_total"] {
+		t.Errorf("store write errors during the export")
+	}
+	if w := m1["ntpexp_store_rows_written_total"] - m0["ntpexp_store_rows_written_total"]; w < float64(during.Sent) {
+		t.Errorf("store wrote %v rows during the export, %d requests were answered", w, during.Sent)
+	}
+	st, _ := os.Stat(out)
+	t.Logf("export of %d rows (%d MiB CSV) took %v; meanwhile %d/%d NTP requests answered, %v rows written, 0 store drops",
+		stored, st.Size()>>20, took.Round(time.Millisecond), during.Replies, during.Sent, m1["ntpexp_store_rows_written_total"]-m0["ntpexp_store_rows_written_total"])
+}
