@@ -183,6 +183,11 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		"ratelimit_interval", c.NTP.RateLimit.Interval, "ratelimit_burst", c.NTP.RateLimit.Burst,
 		"batch_size", c.Database.BatchSize, "flush_interval", c.Database.FlushInterval.D(),
 		"retention_days", c.Performance.RetentionDays, "clock_sync", c.NTP.ClockSync)
+	cfgPath := ""
+	if e.file != nil {
+		cfgPath = e.file.path
+	}
+	warnWorldReadable(logger, c, cfgPath)
 	if st := clock.Load(); !st.Synchronized {
 		level.Warn(logger).Log("msg", "host clock is not synchronised according to the kernel; answering with leap=alarm until it is",
 			"fix", "run chronyd or systemd-timesyncd as a client of good servers (chronyd with 'port 0'), or set ntp.clock_sync=assume-synchronized if the clock is kept by other means")
@@ -229,4 +234,29 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	wg.Wait()
 	level.Info(logger).Log("msg", "stopped", "rows_written", store.RowsWritten(), "rows_dropped", store.RowsDropped(), "write_errors", store.WriteErrors())
 	return runErr
+}
+
+// warnWorldReadable warns about files holding secrets that any local user
+// can read: the web configuration (password hashes, TLS key paths) and the
+// address-hashing key. The config file is included when it names them.
+func warnWorldReadable(logger log.Logger, c *Config, configPath string) []string {
+	var warned []string
+	check := func(path, what string) {
+		if path == "" {
+			return
+		}
+		st, err := os.Stat(path)
+		if err != nil || st.Mode().Perm()&0o004 == 0 {
+			return
+		}
+		warned = append(warned, path)
+		level.Warn(logger).Log("msg", "file holding secrets is world-readable", "file", path, "holds", what,
+			"fix", fmt.Sprintf("chmod o-r %s (and chown it to the user ntpexp runs as)", path))
+	}
+	check(c.Web.ConfigFile, "basic-auth password hashes and TLS settings")
+	check(c.Database.AddressKeyFile, "the key that pseudonymises client addresses")
+	if c.Web.ConfigFile != "" || c.Database.AddressKeyFile != "" {
+		check(configPath, "the paths of secret files")
+	}
+	return warned
 }
