@@ -14,10 +14,21 @@ BUILDUSER ?= $(shell id -un 2>/dev/null || echo unknown)@$(shell hostname 2>/dev
 VPKG      := github.com/prometheus/common/version
 LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) \
              -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(BUILDUSER) -X $(VPKG).BuildDate=$(BUILDDATE)
+# make install: the unit goes where systemd looks for units of this prefix
+# (/usr/local/lib/systemd/system, /usr/lib/systemd/system); the rest is data.
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SHAREDIR  ?= $(PREFIX)/share/ntpexp
+DOCKER    ?= docker
+IMAGE     ?= ntpexp:$(VERSION)
+DOCKER_BUILD = $(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+             --build-arg BRANCH=$(BRANCH) --build-arg BUILDDATE=$(BUILDDATE) --build-arg BUILDUSER=$(BUILDUSER) -t $(IMAGE) .
 # Go test timeout for the whole suite; CI allows 90 minutes, we aim under 15.
 TEST_TIMEOUT ?= 20m
+# Time each fuzz target runs in `make test` (and `make fuzz`).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./ntp:FuzzParse ./ntp:FuzzRespond
 
-.PHONY: all build run test unit e2e peers lint bench install clean fuzz
+.PHONY: all build run test peers lint bench install clean fuzz build-cmd docker docker-build-cmd
 
 all: build
 
@@ -34,6 +45,15 @@ run: build
 # Prometheus and Alertmanager.
 test: peers lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Each fuzz target for FUZZTIME. The committed corpus (testdata/fuzz) also
+# runs in every plain `go test`; a crasher found here is written there and
+# must be kept, renamed after what it is.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; done
 
 peers:
 	@if [ "$$(id -u)" = 0 ]; then scripts/install-peers.sh; \
@@ -48,9 +68,32 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./ntp/ ./exporter/ ./sqlitestore/
 
+# Installs the binary, the systemd unit (its ExecStart pointed at
+# $(PREFIX)/bin/ntpexp), the example config, dashboards and alert rules.
+# Never touches /etc: see docs/deployment.md for the config file.
+# Packagers: make install PREFIX=/usr DESTDIR=$$PWD/pkgroot
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/ntpexp/dashboards $(DESTDIR)$(PREFIX)/share/ntpexp/alerts
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SHAREDIR)/dashboards $(DESTDIR)$(SHAREDIR)/alerts
 	install -m 0755 $(BINDIR)/ntpexp $(DESTDIR)$(PREFIX)/bin/ntpexp
+	sed 's|/usr/local/bin/ntpexp|$(PREFIX)/bin/ntpexp|g' deploy/systemd/ntpexp.service >$(DESTDIR)$(UNITDIR)/ntpexp.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ntpexp.service
+	install -m 0644 deploy/config.example.json $(DESTDIR)$(SHAREDIR)/config.example.json
+	install -m 0644 $(wildcard dashboards/*.json) $(DESTDIR)$(SHAREDIR)/dashboards/
+	install -m 0644 $(filter-out %.test.yml,$(wildcard alerts/*.yml)) $(DESTDIR)$(SHAREDIR)/alerts/
+
+# build-cmd prints the exact build command. The Dockerfile runs `make build`
+# itself, so the image is built the same way (deploy/deploy_test.go checks).
+build-cmd:
+	@$(MAKE) --no-print-directory -n build
+
+# The container image (Dockerfile): the same `make build`, with the version
+# information passed in (the build context has no .git).
+docker-build-cmd:
+	@echo '$(DOCKER_BUILD)'
+
+docker:
+	$(DOCKER_BUILD)
 
 clean:
 	rm -rf $(BINDIR)
