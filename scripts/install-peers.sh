@@ -17,7 +17,7 @@
 set -euo pipefail
 
 NTPSEC_DIR="${NTPEXP_NTPSEC_DIR:-/var/cache/ntpexp-peers/ntpsec}"
-PKGS=(chrony ntpsec-ntpdig faketime prometheus prometheus-alertmanager iproute2 sqlite3 libcap2-bin
+PKGS=(chrony ntpsec-ntpdig faketime prometheus prometheus-alertmanager iproute2 sqlite3 libcap2-bin strace systemd git make
 	# the unpacked ntpd links these; as it is not installed, apt does not pull them in
 	libbsd0 libcap2 libssl3)
 
