@@ -31,7 +31,7 @@ import (
 // Per-client bucket layouts: coarser than the aggregate ones to keep the
 // series count per client small.
 var (
-	clientOffsetBuckets = symmetricBuckets(1e-4, 1e-3, 0.01, 0.05, 0.1, 1, 60)
+	clientOffsetBuckets = symmetricBuckets(1e-4, 1e-3, 0.01, 0.05, 0.1, 1, 10, 60, 3600)
 	clientDelayBuckets  = []float64{1e-3, 0.01, 0.05, 0.1, 0.5, 1}
 )
 

@@ -137,6 +137,7 @@ func NewServer(logger log.Logger, gatherer prometheus.Gatherer, cfg WebConfig, a
 	links := []web.LandingLinks{{Address: cfg.TelemetryPath, Text: "Metrics"}}
 	if api != nil {
 		mux.Handle("/api/", api)
+		links = append(links, web.LandingLinks{Address: "/api/clients", Text: "Clients", Description: "REST API: clients seen"})
 	}
 	if cfg.EnablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -144,7 +145,6 @@ func NewServer(logger log.Logger, gatherer prometheus.Gatherer, cfg WebConfig, a
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		links = append(links, web.LandingLinks{Address: "/api/clients", Text: "Clients", Description: "REST API: clients seen"})
 	}
 	links = append(links,
 		web.LandingLinks{Address: "/-/healthy", Text: "Health"},

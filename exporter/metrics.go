@@ -99,6 +99,7 @@ type MetricsConfig struct {
 //   - client: IP address; at most MaxClients + MaxWatchedClients values.
 type Metrics struct {
 	requests      [numModes][numVersions]prometheus.Counter
+	byImpl        []prometheus.Counter // indexed by ntp.Implementation
 	responses     prometheus.Counter
 	kod           prometheus.Counter
 	requestBytes  prometheus.Counter
@@ -171,7 +172,17 @@ func NewMetrics(reg prometheus.Registerer, stats ntp.Stats, cfg MetricsConfig) *
 		}
 		m.drops[r] = drops.WithLabelValues(r.String())
 	}
-	cs = append(cs, requests, m.responses, m.kod, m.requestBytes, m.responseBytes, drops)
+	implReqs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ntpexp_implementation_requests_total",
+		Help: "Well-formed client requests (answered or rate-limited), by the client implementation recognised from the request.",
+	}, []string{"implementation"})
+	for _, i := range ntp.Implementations() {
+		if int(i) >= len(m.byImpl) {
+			m.byImpl = append(m.byImpl, make([]prometheus.Counter, int(i)+1-len(m.byImpl))...)
+		}
+		m.byImpl[i] = implReqs.WithLabelValues(i.String())
+	}
+	cs = append(cs, requests, implReqs, m.responses, m.kod, m.requestBytes, m.responseBytes, drops)
 
 	offset := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:                            "ntpexp_client_offset_seconds",
@@ -257,6 +268,11 @@ func (m *Metrics) Observe(o *ntp.Observation) {
 	}
 	if o.Answered() {
 		m.processing.Observe(o.Processing.Seconds())
+	}
+	if o.Drop == ntp.DropNone || o.Drop == ntp.DropRateLimit || o.Drop == ntp.DropSendError {
+		if i := int(o.Implementation); i < len(m.byImpl) && m.byImpl[i] != nil {
+			m.byImpl[i].Inc()
+		}
 	}
 	offset := o.Offset.Seconds()
 	if o.Method == ntp.MethodApparent || o.Method == ntp.MethodExchange {

@@ -575,3 +575,34 @@ func TestObserveConcurrent(t *testing.T) {
 		t.Errorf("ntpexp_requests_total sums to %g, want %d", total, 4*5000)
 	}
 }
+
+func TestImplementationRequests(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg, nil, MetricsConfig{})
+	for _, o := range []ntp.Observation{
+		{Length: 48, Version: 4, Mode: 3, ReplyLength: 48, Implementation: ntp.ImplChrony},
+		{Length: 48, Version: 4, Mode: 3, ReplyLength: 48, Implementation: ntp.ImplChrony},
+		{Length: 48, Version: 4, Mode: 3, Drop: ntp.DropRateLimit, Implementation: ntp.ImplNTPdig},
+		{Length: 12, Version: 2, Mode: 6, Drop: ntp.DropControl},
+		{Length: 20, Drop: ntp.DropTooShort},
+	} {
+		m.Observe(&o)
+	}
+	want := `
+# HELP ntpexp_implementation_requests_total Well-formed client requests (answered or rate-limited), by the client implementation recognised from the request.
+# TYPE ntpexp_implementation_requests_total counter
+ntpexp_implementation_requests_total{implementation="android"} 0
+ntpexp_implementation_requests_total{implementation="busybox"} 0
+ntpexp_implementation_requests_total{implementation="chrony"} 2
+ntpexp_implementation_requests_total{implementation="ntpd"} 0
+ntpexp_implementation_requests_total{implementation="ntpdate"} 0
+ntpexp_implementation_requests_total{implementation="ntpdig"} 1
+ntpexp_implementation_requests_total{implementation="ntpsec"} 0
+ntpexp_implementation_requests_total{implementation="sntp"} 0
+ntpexp_implementation_requests_total{implementation="timesyncd"} 0
+ntpexp_implementation_requests_total{implementation="unknown"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "ntpexp_implementation_requests_total"); err != nil {
+		t.Fatal(err)
+	}
+}
