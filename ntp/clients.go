@@ -1,6 +1,7 @@
 package ntp
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -13,21 +14,22 @@ type clientEntry struct {
 	addr [16]byte // IPv4 as v4-mapped IPv6
 	// lastSeen is T2 of the latest request, Unix nanoseconds.
 	lastSeen int64
-	// lastT1/lastT2: Transmit and T2 of the latest request. lastT3 is T3
-	// of the reply to it, 0 if it was not answered. Together they let a
-	// later request that echoes T3 in Origin complete the exchange.
-	lastT1, lastT2, lastT3 Timestamp
-	firstSeen              uint32 // Unix seconds
-	requests               uint32
-	drops                  uint32
-	avgInterval            float32 // seconds, running mean
-	tokens                 uint32  // rate-limit bucket, tokenUnit per response
-	prev, next             uint32  // LRU links (index+1, 0 = none)
-	version                uint8
-	mode                   uint8
-	poll                   int8
-	impl                   Implementation
-	flags                  uint8
+	// lastT1 is the Transmit of the latest request (its T2 is lastSeen).
+	// lastT3 is T3 of the reply to it, 0 if it was not answered. Together
+	// they let a later request that echoes T3 in Origin complete the
+	// exchange.
+	lastT1, lastT3 Timestamp
+	firstSeen      uint32 // Unix seconds
+	requests       uint32
+	drops          uint32
+	avgInterval    float32 // seconds, running mean
+	tokens         uint32  // rate-limit bucket, tokenUnit per response
+	prev, next     uint32  // LRU links (index+1, 0 = none)
+	version        uint8
+	mode           uint8
+	poll           int8
+	impl           Implementation
+	flags          uint8
 }
 
 const (
@@ -52,7 +54,9 @@ type ClientInfo struct {
 
 // ClientTable is a bounded table of clients keyed by address. When full,
 // the least recently seen client is evicted. It is sharded so several
-// readers can use it concurrently.
+// readers can use it concurrently. Each shard indexes its entries with an
+// open-addressing hash table of 4-byte slots (linear probing, deletion by
+// backward shift), which keeps the whole table under 128 bytes per client.
 type ClientTable struct {
 	shards    []tableShard
 	mask      uint32
@@ -62,12 +66,13 @@ type ClientTable struct {
 
 type tableShard struct {
 	mu      sync.Mutex
-	index   map[[16]byte]uint32 // addr → entry index
+	slots   []uint32 // entry index+1, 0 = empty; len is a power of 2
+	smask   uint64
 	entries []clientEntry
 	max     int
 	head    uint32 // most recently used (index+1)
 	tail    uint32 // least recently used (index+1)
-	_       [40]byte
+	_       [32]byte
 }
 
 // NewClientTable makes a table for up to capacity clients. All memory is
@@ -89,7 +94,13 @@ func NewClientTable(capacity int) *ClientTable {
 			per++
 		}
 		s.max = per
-		s.index = make(map[[16]byte]uint32, per)
+		// At most 3/4 full, so probe sequences stay short.
+		size := 4
+		for size*3 < per*4 {
+			size *= 2
+		}
+		s.slots = make([]uint32, size)
+		s.smask = uint64(size - 1)
 		s.entries = make([]clientEntry, 0, per)
 	}
 	return t
@@ -107,31 +118,73 @@ func (t *ClientTable) Len() int {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		n += len(s.index)
+		n += len(s.entries)
 		s.mu.Unlock()
 	}
 	return n
 }
 
-func shardHash(a *[16]byte) uint32 {
-	// FNV-1a over the address bytes: cheap and spreads IPv4 and IPv6.
-	h := uint32(2166136261)
-	for _, c := range a {
-		h ^= uint32(c)
-		h *= 16777619
-	}
-	return h ^ h>>16
+// addrHash mixes the 16 address bytes into 64 well-spread bits.
+func addrHash(a *[16]byte) uint64 {
+	lo := binary.LittleEndian.Uint64(a[:8])
+	hi := binary.LittleEndian.Uint64(a[8:])
+	h := (lo ^ 0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+	h ^= hi
+	h ^= h >> 31
+	h *= 0x94d049bb133111eb
+	h ^= h >> 29
+	return h
 }
 
 func (t *ClientTable) shard(a *[16]byte) *tableShard {
-	return &t.shards[shardHash(a)&t.mask]
+	return &t.shards[uint32(addrHash(a)>>48)&t.mask]
+}
+
+// find returns the slot holding a, or the empty slot where it would go.
+func (s *tableShard) find(a *[16]byte) (slot uint64, found bool) {
+	i := addrHash(a) & s.smask
+	for {
+		v := s.slots[i]
+		if v == 0 {
+			return i, false
+		}
+		if s.entries[v-1].addr == *a {
+			return i, true
+		}
+		i = (i + 1) & s.smask
+	}
+}
+
+// removeSlot empties slot i and shifts later entries of its probe run
+// back, so no tombstones are needed.
+func (s *tableShard) removeSlot(i uint64) {
+	for {
+		s.slots[i] = 0
+		j := i
+		for {
+			j = (j + 1) & s.smask
+			v := s.slots[j]
+			if v == 0 {
+				return
+			}
+			home := addrHash(&s.entries[v-1].addr) & s.smask
+			// Move v back to i unless its home lies cyclically in (i, j].
+			if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+				s.slots[i] = v
+				i = j
+				break
+			}
+		}
+	}
 }
 
 // lookup returns the entry for a, creating it (and evicting the least
 // recently used one if full). created reports a new entry. The shard must
 // be locked.
 func (s *tableShard) lookup(t *ClientTable, a [16]byte) (e *clientEntry, created bool) {
-	if i, ok := s.index[a]; ok {
+	slot, ok := s.find(&a)
+	if ok {
+		i := s.slots[slot] - 1
 		s.touch(i)
 		return &s.entries[i], false
 	}
@@ -142,11 +195,14 @@ func (s *tableShard) lookup(t *ClientTable, a [16]byte) (e *clientEntry, created
 	} else {
 		i = s.tail - 1
 		s.unlink(i)
-		delete(s.index, s.entries[i].addr)
+		old, _ := s.find(&s.entries[i].addr)
+		s.removeSlot(old)
 		t.evictions.Add(1)
+		// The removal may have shifted the empty slot for a.
+		slot, _ = s.find(&a)
 	}
 	s.entries[i] = clientEntry{addr: a}
-	s.index[a] = i
+	s.slots[slot] = i + 1
 	s.pushFront(i)
 	return &s.entries[i], true
 }
@@ -193,11 +249,11 @@ func (t *ClientTable) Get(addr netip.Addr) (ClientInfo, bool) {
 	s := t.shard(&a)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, ok := s.index[a]
+	slot, ok := s.find(&a)
 	if !ok {
 		return ClientInfo{}, false
 	}
-	return s.entries[i].info(), true
+	return s.entries[s.slots[slot]-1].info(), true
 }
 
 func (e *clientEntry) info() ClientInfo {
@@ -220,7 +276,7 @@ func (t *ClientTable) Range(f func(ClientInfo) bool) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for _, idx := range s.index {
+		for idx := range s.entries {
 			if !f(s.entries[idx].info()) {
 				s.mu.Unlock()
 				return

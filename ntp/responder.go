@@ -117,8 +117,12 @@ func (r *Responder) Respond(req []byte, rxNanos int64, client, local netip.AddrP
 	e, created := s.lookup(r.clients, a)
 
 	// Per-client bookkeeping.
-	prevT1, prevT2, prevT3 := e.lastT1, e.lastT2, e.lastT3
+	prevT1, prevT3 := e.lastT1, e.lastT3
 	prevSeen := e.lastSeen
+	var prevT2 Timestamp
+	if !created {
+		prevT2 = TimestampFromUnixNano(prevSeen)
+	}
 	if created {
 		e.firstSeen = uint32(rxNanos / int64(time.Second))
 		e.tokens = r.maxTok
@@ -135,7 +139,7 @@ func (r *Responder) Respond(req []byte, rxNanos int64, client, local netip.AddrP
 	impl := classify(&h, client.Port(), t2.Seconds(), e.flags)
 	e.impl = impl
 	obs.Implementation = impl
-	e.lastT1, e.lastT2 = h.Transmit, t2
+	e.lastT1 = h.Transmit
 
 	// What the timestamps reveal about the client's clock.
 	switch {
