@@ -36,8 +36,11 @@ type Config struct {
 	// directory must exist and be writable (WAL and shared-memory files
 	// live beside it).
 	Path string
-	// BatchSize is how many observations the writer commits per
-	// transaction, and the queue length that triggers a flush.
+	// BatchSize is the queue length that triggers a write. The writer
+	// then commits all whole batches queued, up to 16384 rows (or
+	// BatchSize if larger) per transaction, so that a writer that fell
+	// behind catches up with larger, cheaper transactions. Rows below a
+	// whole batch wait for FlushInterval.
 	BatchSize int
 	// FlushInterval is the longest an accepted observation waits in the
 	// queue before it is written.
@@ -64,11 +67,14 @@ type Config struct {
 	Now func() time.Time
 
 	// Test hooks.
-	cleanupChunk  int
-	retryMin      time.Duration
-	retryMax      time.Duration
-	firstCleanup  time.Duration
-	dropLogPeriod time.Duration
+	beforeCommit    func() error // fails a transaction after all its writes
+	maxTxRows       int
+	rollupCacheRows int
+	cleanupChunk    int
+	retryMin        time.Duration
+	retryMax        time.Duration
+	firstCleanup    time.Duration
+	dropLogPeriod   time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -96,6 +102,12 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.maxTxRows == 0 {
+		c.maxTxRows = defaultMaxTxRows
+	}
+	if c.rollupCacheRows == 0 {
+		c.rollupCacheRows = defaultRollupCacheRows
+	}
 	if c.cleanupChunk == 0 {
 		c.cleanupChunk = defaultCleanupChunk
 	}
@@ -103,7 +115,8 @@ func (c Config) withDefaults() Config {
 		c.retryMin = 50 * time.Millisecond
 	}
 	if c.retryMax == 0 {
-		c.retryMax = 30 * time.Second
+		// Short enough that writing resumes promptly once disk space returns.
+		c.retryMax = 5 * time.Second
 	}
 	if c.firstCleanup == 0 {
 		c.firstCleanup = time.Minute

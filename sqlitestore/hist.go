@@ -189,3 +189,50 @@ func (h *hist) countAbove(ns float64) uint64 {
 	}
 	return n
 }
+
+// countPairs is a sparse count set kept as a slice sorted by key: the
+// writer's working form of a histogram or tallies blob. Rollup rows hold
+// a few dozen keys at most, so a sorted slice beats a map and reuses its
+// memory across rows.
+type countPairs []countPair
+
+type countPair struct {
+	k int
+	n uint64
+}
+
+// add adds n to key k.
+func (p *countPairs) add(k int, n uint64) {
+	s := *p
+	i := len(s)
+	for i > 0 && s[i-1].k > k {
+		i--
+	}
+	if i > 0 && s[i-1].k == k {
+		s[i-1].n += n
+		return
+	}
+	s = append(s, countPair{})
+	copy(s[i+1:], s[i:])
+	s[i] = countPair{k, n}
+	*p = s
+}
+
+// decodeInto replaces p with the counts encoded in b.
+func (p *countPairs) decodeInto(b []byte) error {
+	s := (*p)[:0]
+	err := decodeSparse(b, func(k int, n uint64) { s = append(s, countPair{k, n}) })
+	*p = s
+	return err
+}
+
+// appendEncoded appends the encoding of p (see sparseCounts) to dst.
+func (p countPairs) appendEncoded(dst []byte) []byte {
+	for _, c := range p {
+		if c.n > 0 {
+			dst = binary.AppendUvarint(dst, uint64(c.k))
+			dst = binary.AppendUvarint(dst, c.n)
+		}
+	}
+	return dst
+}

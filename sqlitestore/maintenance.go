@@ -22,6 +22,7 @@ type CleanupResult struct {
 const (
 	phaseRaw = iota
 	phaseRollups
+	phaseHours
 	phaseClients
 	phaseVacuum
 	phaseFinish
@@ -36,6 +37,7 @@ type cleanupRun struct {
 	phase        int
 	rawCutoff    int64 // time_ns below this is deleted
 	rollupCutoff int64 // hour below this is deleted
+	cutoffSaved  bool  // rollupCutoff is in the retention table
 	clientCutoff int64 // clients last seen below this are deleted
 	result       CleanupResult
 	waiters      []chan CleanupResult
@@ -96,9 +98,27 @@ func (w *writer) cleanupStep() {
 			(SELECT id FROM observations WHERE time_ns < ? LIMIT ?)`,
 			c.rawCutoff, &c.result.ObservationsDeleted, phaseRollups)
 	case phaseRollups:
+		if !c.cutoffSaved {
+			// Recorded before anything is deleted: readers may then only
+			// be too careful, never wrong.
+			if _, err = s.db.ExecContext(ctx, `INSERT INTO retention (name, cutoff) VALUES ('client_hours', ?)
+				ON CONFLICT (name) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)`, c.rollupCutoff); err != nil {
+				break
+			}
+			c.cutoffSaved = true
+		}
 		deleteChunk(`DELETE FROM client_hours WHERE (hour, client) IN
 			(SELECT hour, client FROM client_hours WHERE hour < ? LIMIT ?)`,
-			c.rollupCutoff, &c.result.RollupsDeleted, phaseClients)
+			c.rollupCutoff, &c.result.RollupsDeleted, phaseHours)
+		// Rows deleted here may still be in the rollup cache.
+		w.rollups.dropBefore(c.rollupCutoff)
+	case phaseHours:
+		// One row per hour: a single statement, not counted as rollups.
+		var hours int64
+		deleteChunk(`DELETE FROM hours WHERE hour IN
+			(SELECT hour FROM hours WHERE hour < ? LIMIT ?)`,
+			c.rollupCutoff, &hours, phaseClients)
+		w.rollups.dropBefore(c.rollupCutoff)
 	case phaseClients:
 		deleteChunk(`DELETE FROM clients WHERE client IN
 			(SELECT client FROM clients WHERE last_seen_ns < ? LIMIT ?)`,

@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ntpexp/ntpexp/ntp"
@@ -416,14 +418,19 @@ func bitsNames(m int64, name func(int64) string) []string {
 }
 
 // Stats summarises the window of hours whole hours (default 24) ending
-// with the current one, entirely from the hourly rollups, so it works for
-// windows longer than the raw retention.
+// with the current one, from the rollups only, so it works for windows
+// longer than the raw retention. It reads one hours row per hour for the
+// totals, histograms and tallies; the clients table for the client
+// counts (a client is in the window exactly when it was last seen in it,
+// and revealed its clock in it exactly when its newest offset is in it);
+// and per-client rollups only for the top talkers.
 func (r *Reader) Stats(ctx context.Context, hours int) (*Stats, error) {
 	hours, err := checkHours(hours)
 	if err != nil {
 		return nil, err
 	}
 	since := r.since(hours)
+	sinceNS := since * int64(time.Second)
 	st := &Stats{
 		Hours:            hours,
 		Since:            Time{time.Unix(since, 0).UTC()},
@@ -440,33 +447,36 @@ func (r *Reader) Stats(ctx context.Context, hours int) (*Stats, error) {
 	}
 	defer tx.Rollback()
 
-	var offMax, offMin, delMax *int64
-	err = tx.QueryRowContext(ctx, `SELECT coalesce(sum(requests), 0), coalesce(sum(drops), 0),
-		count(DISTINCT client), coalesce(sum(offset_count), 0), coalesce(sum(delay_count), 0),
-		max(offset_max_ns), min(offset_min_ns), max(delay_max_ns)
-		FROM client_hours WHERE hour >= ?`, since).Scan(&st.Requests, &st.Dropped,
-		&st.UniqueClients, &st.AbsOffsetSeconds.Count, &st.DelaySeconds.Count, &offMax, &offMin, &delMax)
+	rows, err := tx.QueryContext(ctx, `SELECT clients, requests, drops, offset_count, offset_min_ns, offset_max_ns,
+		abs_offset_lo_ns, abs_offset_hi_ns, delay_count, delay_min_ns, delay_max_ns,
+		offset_hist, delay_hist, tallies
+		FROM hours WHERE hour >= ?`, since)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
-	st.Answered = st.Requests - st.Dropped
-
-	// Histograms and tallies merge in Go.
-	rows, err := tx.QueryContext(ctx, `SELECT offset_hist, delay_hist, tallies,
-		offset_min_ns, offset_max_ns, delay_min_ns, delay_max_ns
-		FROM client_hours WHERE hour >= ?`, since)
-	if err != nil {
-		return nil, explain(r.path, err)
-	}
-	var oh, dh hist
+	var (
+		oh, dh                hist
+		offMax, offMin, dlMax *int64
+		clientHours           int64
+	)
 	tallies := sparseCounts{}
 	for rows.Next() {
-		var ob, db, tb []byte
-		var omin, omax, dmin, dmax *int64
-		if err := rows.Scan(&ob, &db, &tb, &omin, &omax, &dmin, &dmax); err != nil {
+		var (
+			nc, req, drops, offCount, delayCount int64
+			omin, omax, alo, ahi, dmin, dmax     *int64
+			ob, db, tb                           []byte
+		)
+		if err := rows.Scan(&nc, &req, &drops, &offCount, &omin, &omax, &alo, &ahi,
+			&delayCount, &dmin, &dmax, &ob, &db, &tb); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		clientHours += nc
+		st.Requests += req
+		st.Dropped += drops
+		st.AbsOffsetSeconds.Count += offCount
+		st.DelaySeconds.Count += delayCount
+		offMax, offMin, dlMax = maxPtr(offMax, omax), minPtr(offMin, omin), maxPtr(dlMax, dmax)
 		if err := oh.merge(ob); err != nil {
 			rows.Close()
 			return nil, err
@@ -479,17 +489,18 @@ func (r *Reader) Stats(ctx context.Context, hours int) (*Stats, error) {
 			rows.Close()
 			return nil, err
 		}
-		if omin != nil {
-			oh.observeRange(absRange(omin, omax))
+		if alo != nil && ahi != nil {
+			oh.observeRange(float64(*alo), float64(*ahi))
 		}
-		if dmin != nil {
+		if dmin != nil && dmax != nil {
 			dh.observeRange(float64(*dmin), float64(*dmax))
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, explain(r.path, err)
 	}
+	st.Answered = st.Requests - st.Dropped
 	quant := func(h *hist, q *Quantiles, max float64) {
 		if q.Count == 0 {
 			return
@@ -507,8 +518,8 @@ func (r *Reader) Stats(ctx context.Context, hours int) (*Stats, error) {
 	if offMax != nil && offMin != nil {
 		quant(&oh, &st.AbsOffsetSeconds, math.Max(math.Abs(float64(*offMax)), math.Abs(float64(*offMin))))
 	}
-	if delMax != nil {
-		quant(&dh, &st.DelaySeconds, float64(*delMax))
+	if dlMax != nil {
+		quant(&dh, &st.DelaySeconds, float64(*dlMax))
 	}
 	for k, n := range tallies {
 		dim, v := k>>8, int64(k&0xff)
@@ -528,34 +539,214 @@ func (r *Reader) Stats(ctx context.Context, hours int) (*Stats, error) {
 		}
 	}
 
-	trows, err := tx.QueryContext(ctx, `SELECT client, sum(requests) AS n, sum(drops)
-		FROM client_hours WHERE hour >= ? GROUP BY client ORDER BY n DESC, client LIMIT 10`, since)
+	err = tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(last_offset_at_ns >= ?), 0)
+		FROM clients WHERE last_seen_ns >= ?`, sinceNS, sinceNS).Scan(&st.UniqueClients, &st.ClientsRevealingClock)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
-	for trows.Next() {
-		var c []byte
-		var t Talker
-		if err := trows.Scan(&c, &t.Requests, &t.Drops); err != nil {
-			trows.Close()
-			return nil, err
-		}
-		t.ClientIP = blobAddr(c)
-		st.TopTalkers = append(st.TopTalkers, t)
-	}
-	trows.Close()
-	if err := trows.Err(); err != nil {
+	st.ClientsNotRevealingClock = st.UniqueClients - st.ClientsRevealingClock
+
+	if st.TopTalkers, err = r.topTalkers(ctx, tx, since, hours, clientHours); err != nil {
 		return nil, err
 	}
+	return st, nil
+}
 
-	// Bits 1 and 2 of methods: apparent and exchange.
-	err = tx.QueryRowContext(ctx, `SELECT coalesce(sum(r), 0), count(*) - coalesce(sum(r), 0) FROM
-		(SELECT max((methods & 6) != 0) AS r FROM client_hours WHERE hour >= ? GROUP BY client)`,
-		since).Scan(&st.ClientsRevealingClock, &st.ClientsNotRevealingClock)
+// rollupCutoffNS returns retention's last client_hours cutoff in Unix
+// nanoseconds (math.MinInt64 when retention never deleted rollups). A
+// client first seen at or after it has all its rollups: their sums are
+// its totals in clients.
+func (r *Reader) rollupCutoffNS(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var cutoff int64
+	err := tx.QueryRowContext(ctx, `SELECT cutoff FROM retention WHERE name = 'client_hours'`).Scan(&cutoff)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return math.MinInt64, nil
+	case err != nil:
+		return 0, explain(r.path, err)
+	case cutoff >= math.MaxInt64/int64(time.Second):
+		return math.MaxInt64, nil
+	case cutoff <= math.MinInt64/int64(time.Second):
+		return math.MinInt64, nil
+	}
+	return cutoff * int64(time.Second), nil
+}
+
+func maxPtr(a, b *int64) *int64 {
+	if a == nil || (b != nil && *b > *a) {
+		return b
+	}
+	return a
+}
+
+func minPtr(a, b *int64) *int64 {
+	if a == nil || (b != nil && *b < *a) {
+		return b
+	}
+	return a
+}
+
+// topTalkerCount is how many top talkers Stats lists.
+const topTalkerCount = 10
+
+// topTalkers returns the clients with most requests in the window (ties
+// by address), as SELECT client, sum(requests) AS n, sum(drops) FROM
+// client_hours WHERE hour >= since GROUP BY client ORDER BY n DESC,
+// client LIMIT 10 would, usually without reading every client's rows.
+//
+// A client's total (clients.requests) bounds its count in the window.
+// Clients are visited by total, descending, until the next total cannot
+// beat the tenth window count found. A visit costs nothing when the
+// client's whole history is in the window (its count is its total), and
+// otherwise reads the client's rollups in the window, or those before it
+// (subtracted from the total) if fewer. When the window covers most
+// clients' history, as long windows do, few or cheap visits settle it.
+// When it does not (a short window on a long history) the bounds prune
+// little; once the visits have read a sixteenth of the window's rows at
+// random, the plain query, scanning the window's rows in order, finishes
+// the job.
+func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours int, windowRows int64) ([]Talker, error) {
+	type talker struct {
+		client   []byte
+		req, drp int64
+	}
+	var top []talker
+	better := func(a, b *talker) bool {
+		if a.req != b.req {
+			return a.req > b.req
+		}
+		return bytes.Compare(a.client, b.client) < 0
+	}
+	insert := func(t talker) {
+		i := sort.Search(len(top), func(i int) bool { return better(&t, &top[i]) })
+		if i >= topTalkerCount {
+			return
+		}
+		top = append(top, talker{})
+		copy(top[i+1:], top[i:])
+		top[i] = t
+		if len(top) > topTalkerCount {
+			top = top[:topTalkerCount]
+		}
+	}
+	out := func() []Talker {
+		ts := []Talker{}
+		for _, t := range top {
+			ts = append(ts, Talker{ClientIP: blobAddr(t.client), Requests: t.req, Drops: t.drp})
+		}
+		return ts
+	}
+
+	// A visit reads up to hours index entries and rows at random; the
+	// scan reads windowRows rows in order, a few times cheaper each.
+	// The budget is in rollup rows read at random (a few times dearer
+	// than rows read in order by the scan).
+	budget := windowRows / 16
+	sinceNS := since * int64(time.Second)
+	cutoff, err := r.rollupCutoffNS(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	whole := max(sinceNS, cutoff)
+	cands, err := tx.QueryContext(ctx, `SELECT client, requests, drops, first_seen_ns FROM clients
+		WHERE last_seen_ns >= ? ORDER BY requests DESC, client`, sinceNS)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
-	return st, nil
+	sumIn, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(requests), 0), coalesce(sum(drops), 0)
+		FROM client_hours WHERE client = ? AND hour >= ?`)
+	if err != nil {
+		cands.Close()
+		return nil, explain(r.path, err)
+	}
+	defer sumIn.Close()
+	sumBefore, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(requests), 0), coalesce(sum(drops), 0)
+		FROM client_hours WHERE client = ? AND hour < ?`)
+	if err != nil {
+		cands.Close()
+		return nil, explain(r.path, err)
+	}
+	defer sumBefore.Close()
+	var visited int64
+	scan := false
+	for cands.Next() {
+		var c talker
+		var lifetime, drops, firstSeen int64
+		if err := cands.Scan(&c.client, &lifetime, &drops, &firstSeen); err != nil {
+			cands.Close()
+			return nil, err
+		}
+		if len(top) == topTalkerCount {
+			last := &top[topTalkerCount-1]
+			if bound := (talker{client: c.client, req: lifetime}); !better(&bound, last) {
+				break // neither this client nor any later one can enter
+			}
+		}
+		if firstSeen >= whole {
+			// Its whole history is in the window: its totals are the
+			// window's.
+			c.req, c.drp = lifetime, drops
+			insert(c)
+			continue
+		}
+		// Read whichever side of the window start holds fewer of the
+		// client's hours: its rows in the window, or (when none of its
+		// rollups were deleted) its rows before the window, subtracted
+		// from its totals.
+		before := (since - hourOf(firstSeen)) / 3600
+		cost := int64(hours)
+		if firstSeen >= cutoff && before < cost {
+			cost = before
+		}
+		if visited+cost > budget {
+			scan = true
+			break
+		}
+		visited += cost
+		if cost < int64(hours) {
+			var req, drp int64
+			if err := sumBefore.QueryRowContext(ctx, c.client, since).Scan(&req, &drp); err != nil {
+				cands.Close()
+				return nil, explain(r.path, err)
+			}
+			c.req, c.drp = lifetime-req, drops-drp
+		} else if err := sumIn.QueryRowContext(ctx, c.client, since).Scan(&c.req, &c.drp); err != nil {
+			cands.Close()
+			return nil, explain(r.path, err)
+		}
+		if c.req > 0 {
+			insert(c)
+		}
+	}
+	cands.Close()
+	if err := cands.Err(); err != nil {
+		return nil, explain(r.path, err)
+	}
+	if !scan {
+		return out(), nil
+	}
+
+	// The scan: the plain query, with "+client" keeping SQLite on the
+	// primary key's hour range (in order, no lookups) instead of walking
+	// the (client, hour) index and looking up every row.
+	top = top[:0]
+	rows, err := tx.QueryContext(ctx, `SELECT client, sum(requests) AS n, sum(drops) FROM client_hours
+		WHERE hour >= ? GROUP BY +client ORDER BY n DESC, client LIMIT ?`, since, topTalkerCount)
+	if err != nil {
+		return nil, explain(r.path, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t talker
+		if err := rows.Scan(&t.client, &t.req, &t.drp); err != nil {
+			return nil, err
+		}
+		top = append(top, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, explain(r.path, err)
+	}
+	return out(), nil
 }
 
 // AnomalyOptions sets anomaly thresholds (seconds) and the window.
@@ -584,9 +775,11 @@ func checkThreshold(name string, v, def float64) (float64, error) {
 // current one, whose clock is wrong by an hour or more (clock_wrong_hours),
 // whose |offset| exceeds OffsetThreshold (offset), whose delay exceeds
 // DelayThreshold (delay), or that were rate limited (rate_limited).
-// Candidates, worst values and totals come from the rollups (fast over
-// long windows); Count comes from raw observations, so over windows longer
-// than the raw retention it covers only the retained part.
+// Worst values and totals come from the rollups (fast over long windows);
+// Count comes from raw observations, so over windows longer than the raw
+// retention it covers only the retained part. Only clients whose
+// lifetime extremes (in the clients table) pass a threshold, and that
+// were seen in the window, have their rollups read.
 func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies, error) {
 	hours, err := checkHours(opts.Hours)
 	if err != nil {
@@ -606,146 +799,135 @@ func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies
 		DelayThresholdSeconds: delayThr, OffsetThresholdSeconds: offThr, Anomalies: []Anomaly{}}
 	offNS := int64(math.Round(offThr * 1e9))
 	delayNS := int64(math.Round(delayThr * 1e9))
+	candThr := min(offNS, clockWrongNS-1)
 	tx, err := r.readTx(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
 
-	type cand struct {
-		a      Anomaly
-		client []byte
-		thr    int64
-	}
-	var cands []cand
-	candThr := min(offNS, clockWrongNS-1)
-	rows, err := tx.QueryContext(ctx, `SELECT h.client, sum(h.offset_count), min(h.offset_min_ns),
-		max(h.offset_max_ns), c.last_offset_ns, c.last_offset_at_ns, c.last_method,
-		c.last_seen_ns, c.last_implementation
-		FROM client_hours h LEFT JOIN clients c ON c.client = h.client
-		WHERE h.hour >= ? AND h.offset_count > 0
-		GROUP BY h.client HAVING max(h.offset_max_ns) > ? OR min(h.offset_min_ns) < ?`,
-		since, candThr, -candThr)
+	var cands []anomalyCand
+	cutoff, err := r.rollupCutoffNS(ctx, tx)
 	if err != nil {
-		return nil, explain(r.path, err)
-	}
-	for rows.Next() {
-		var (
-			cl                   []byte
-			total, mn, mx        int64
-			last, lastAt, method *int64
-			lastSeen, impl       *int64
-		)
-		if err := rows.Scan(&cl, &total, &mn, &mx, &last, &lastAt, &method, &lastSeen, &impl); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		worst := mx
-		if -mn > mx {
-			worst = mn
-		}
-		abs := worst
-		if abs < 0 {
-			abs = -abs
-		}
-		a := Anomaly{ClientIP: blobAddr(cl), Total: total, WorstSeconds: f64(seconds(worst)),
-			LatestSeconds: secondsPtr(last), LatestAt: timePtrFromNS(lastAt)}
-		fillClient(&a, method, lastSeen, impl)
-		var thr int64
-		switch {
-		case abs >= clockWrongNS:
-			a.Kind, thr = KindClockWrongHours, clockWrongNS-1
-		case abs > offNS:
-			a.Kind, thr = KindOffset, offNS
-		default:
-			continue
-		}
-		cands = append(cands, cand{a: a, client: cl, thr: thr})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for i := range cands {
-		c := &cands[i]
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM observations
-			WHERE client = ? AND time_ns >= ? AND (offset_ns > ? OR offset_ns < ?)`,
-			c.client, sinceNS, c.thr, -c.thr).Scan(&c.a.Count)
+	// A client first seen since both the window start and the cutoff has
+	// its whole history in the window.
+	whole := max(sinceNS, cutoff)
+	// Candidates: clients seen in the window whose lifetime extremes pass
+	// a threshold. Their window totals and extremes are their lifetime
+	// ones when their whole history is in the window, and otherwise come
+	// from their rollups in the window.
+	const candidate = `c.last_seen_ns >= ?
+		AND (c.max_offset_ns > ? OR c.min_offset_ns < ? OR c.max_delay_ns > ? OR c.rate_limited > 0)`
+	const latest = `c.last_offset_ns, c.last_offset_at_ns, c.last_delay_ns, c.last_delay_at_ns,
+		c.last_method, c.last_seen_ns, c.last_implementation`
+	for _, q := range []string{
+		`SELECT c.client, c.offset_count, c.min_offset_ns, c.max_offset_ns, c.delay_count, c.max_delay_ns,
+			c.rate_limited, c.kod, c.requests, ` + latest + `
+			FROM clients c WHERE ` + candidate + ` AND c.first_seen_ns >= ?`,
+		`SELECT c.client, sum(h.offset_count), min(h.offset_min_ns), max(h.offset_max_ns),
+			sum(h.delay_count), max(h.delay_max_ns), sum(h.rate_limited), sum(h.kod), sum(h.requests), ` + latest + `
+			FROM clients c JOIN client_hours h ON h.client = c.client AND h.hour >= ?
+			WHERE ` + candidate + ` AND c.first_seen_ns < ? GROUP BY c.client`,
+	} {
+		args := []any{sinceNS, candThr, -candThr, delayNS, whole}
+		if strings.Contains(q, "JOIN") {
+			args = append([]any{since}, args...)
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, explain(r.path, err)
 		}
-		out.Anomalies = append(out.Anomalies, c.a)
-	}
-
-	cands = cands[:0]
-	rows, err = tx.QueryContext(ctx, `SELECT h.client, sum(h.delay_count), max(h.delay_max_ns),
-		c.last_delay_ns, c.last_delay_at_ns, c.last_method, c.last_seen_ns, c.last_implementation
-		FROM client_hours h LEFT JOIN clients c ON c.client = h.client
-		WHERE h.hour >= ? AND h.delay_count > 0
-		GROUP BY h.client HAVING max(h.delay_max_ns) > ?`, since, delayNS)
-	if err != nil {
-		return nil, explain(r.path, err)
-	}
-	for rows.Next() {
-		var (
-			cl                   []byte
-			total, mx            int64
-			last, lastAt, method *int64
-			lastSeen, impl       *int64
-		)
-		if err := rows.Scan(&cl, &total, &mx, &last, &lastAt, &method, &lastSeen, &impl); err != nil {
-			rows.Close()
+		cands, err = r.anomalyCandidates(rows, cands, out, candThr, offNS, delayNS)
+		if err != nil {
 			return nil, err
 		}
-		a := Anomaly{Kind: KindDelay, ClientIP: blobAddr(cl), Total: total, WorstSeconds: f64(seconds(mx)),
-			LatestSeconds: secondsPtr(last), LatestAt: timePtrFromNS(lastAt)}
-		fillClient(&a, method, lastSeen, impl)
-		cands = append(cands, cand{a: a, client: cl, thr: delayNS})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	for i := range cands {
 		c := &cands[i]
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM observations
-			WHERE client = ? AND time_ns >= ? AND delay_ns > ?`,
-			c.client, sinceNS, c.thr).Scan(&c.a.Count)
-		if err != nil {
+		q := `SELECT count(*) FROM observations
+			WHERE client = ? AND time_ns >= ? AND (offset_ns > ? OR offset_ns < ?)`
+		args := []any{c.client, sinceNS, c.thr, -c.thr}
+		if c.delay {
+			q = `SELECT count(*) FROM observations WHERE client = ? AND time_ns >= ? AND delay_ns > ?`
+			args = args[:3]
+		}
+		if err := tx.QueryRowContext(ctx, q, args...).Scan(&c.a.Count); err != nil {
 			return nil, explain(r.path, err)
 		}
 		out.Anomalies = append(out.Anomalies, c.a)
-	}
-
-	rows, err = tx.QueryContext(ctx, `SELECT h.client, sum(h.rate_limited), sum(h.kod), sum(h.requests),
-		c.last_offset_ns, c.last_offset_at_ns, c.last_method, c.last_seen_ns, c.last_implementation
-		FROM client_hours h LEFT JOIN clients c ON c.client = h.client
-		WHERE h.hour >= ? GROUP BY h.client HAVING sum(h.rate_limited) > 0`, since)
-	if err != nil {
-		return nil, explain(r.path, err)
-	}
-	for rows.Next() {
-		var (
-			cl                   []byte
-			a                    Anomaly
-			last, lastAt, method *int64
-			lastSeen, impl       *int64
-		)
-		if err := rows.Scan(&cl, &a.Count, &a.KoD, &a.Total, &last, &lastAt, &method, &lastSeen, &impl); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		a.Kind, a.ClientIP = KindRateLimited, blobAddr(cl)
-		a.LatestSeconds, a.LatestAt = secondsPtr(last), timePtrFromNS(lastAt)
-		fillClient(&a, method, lastSeen, impl)
-		out.Anomalies = append(out.Anomalies, a)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	sortAnomalies(out.Anomalies)
 	return out, nil
+}
+
+// anomalyCand is an offset or delay anomaly waiting for its raw count.
+type anomalyCand struct {
+	a      Anomaly
+	client []byte
+	thr    int64
+	delay  bool
+}
+
+// anomalyCandidates reads candidate rows (client, window totals and
+// extremes, latest values), appends offset and delay anomalies to cands
+// and rate_limited ones to out, and closes rows.
+func (r *Reader) anomalyCandidates(rows *sql.Rows, cands []anomalyCand, out *Anomalies, candThr, offNS, delayNS int64) ([]anomalyCand, error) {
+	type cand = anomalyCand
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			cl                                     []byte
+			offCount, delayCount, rl, kod, reqs    int64
+			offMin, offMax, delayMax               *int64
+			lastOff, lastOffAt, lastDel, lastDelAt *int64
+			method, lastSeen, impl                 *int64
+		)
+		if err := rows.Scan(&cl, &offCount, &offMin, &offMax, &delayCount, &delayMax, &rl, &kod, &reqs,
+			&lastOff, &lastOffAt, &lastDel, &lastDelAt, &method, &lastSeen, &impl); err != nil {
+			return nil, err
+		}
+		addr := blobAddr(cl)
+		if offCount > 0 && offMin != nil && offMax != nil && (*offMax > candThr || *offMin < -candThr) {
+			mn, mx := *offMin, *offMax
+			worst := mx
+			if -mn > mx {
+				worst = mn
+			}
+			abs := worst
+			if abs < 0 {
+				abs = -abs
+			}
+			a := Anomaly{ClientIP: addr, Total: offCount, WorstSeconds: f64(seconds(worst)),
+				LatestSeconds: secondsPtr(lastOff), LatestAt: timePtrFromNS(lastOffAt)}
+			fillClient(&a, method, lastSeen, impl)
+			switch {
+			case abs >= clockWrongNS:
+				a.Kind = KindClockWrongHours
+				cands = append(cands, cand{a: a, client: cl, thr: clockWrongNS - 1})
+			case abs > offNS:
+				a.Kind = KindOffset
+				cands = append(cands, cand{a: a, client: cl, thr: offNS})
+			}
+		}
+		if delayCount > 0 && delayMax != nil && *delayMax > delayNS {
+			a := Anomaly{Kind: KindDelay, ClientIP: addr, Total: delayCount, WorstSeconds: f64(seconds(*delayMax)),
+				LatestSeconds: secondsPtr(lastDel), LatestAt: timePtrFromNS(lastDelAt)}
+			fillClient(&a, method, lastSeen, impl)
+			cands = append(cands, cand{a: a, client: cl, thr: delayNS, delay: true})
+		}
+		if rl > 0 {
+			a := Anomaly{Kind: KindRateLimited, ClientIP: addr, Count: rl, KoD: kod, Total: reqs,
+				LatestSeconds: secondsPtr(lastOff), LatestAt: timePtrFromNS(lastOffAt)}
+			fillClient(&a, method, lastSeen, impl)
+			out.Anomalies = append(out.Anomalies, a)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, explain(r.path, err)
+	}
+	return cands, nil
 }
 
 func fillClient(a *Anomaly, method, lastSeen, impl *int64) {

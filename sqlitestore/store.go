@@ -120,6 +120,11 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 	if err := migrate(ctx, db, path); err != nil {
 		return fail(err)
 	}
+	for _, p := range writerPragmas {
+		if _, err := db.ExecContext(ctx, p); err != nil {
+			return fail(explain(path, err))
+		}
+	}
 	s := &Store{
 		cfg:    cfg,
 		path:   path,
@@ -176,20 +181,30 @@ func (s *Store) Observe(o *ntp.Observation) {
 	}
 }
 
-// take moves up to len(dst) queued observations into dst.
+// take moves up to len(dst) queued observations into dst. It copies in
+// chunks, releasing the lock in between, so that Observe on the packet
+// path never waits for more than a chunk's copy.
 func (s *Store) take(dst []ntp.Observation) int {
-	s.mu.Lock()
-	n := min(s.count, len(dst))
-	for i := 0; i < n; i++ {
-		dst[i] = s.ring[s.head]
-		s.ring[s.head] = ntp.Observation{} // drop references for the GC
-		s.head++
-		if s.head == len(s.ring) {
-			s.head = 0
+	const chunk = 512
+	n := 0
+	for n < len(dst) {
+		s.mu.Lock()
+		m := min(s.count, len(dst)-n, chunk)
+		for i := 0; i < m; i++ {
+			dst[n+i] = s.ring[s.head]
+			s.ring[s.head] = ntp.Observation{} // drop references for the GC
+			s.head++
+			if s.head == len(s.ring) {
+				s.head = 0
+			}
+		}
+		s.count -= m
+		s.mu.Unlock()
+		n += m
+		if m < chunk {
+			break
 		}
 	}
-	s.count -= n
-	s.mu.Unlock()
 	return n
 }
 

@@ -115,7 +115,9 @@ var ObservationFields = []string{
 }
 
 // appendCSV appends the row's fields in ObservationFields order; unknown
-// values (null in JSON) are empty.
+// values (null in JSON) are empty. Export writes CSV through a faster path
+// (appendObservationCSV); this is the reference it must match, byte for
+// byte, when written with encoding/csv (TestExportCSVMatchesEncodingCSV).
 func (o *ObservationRow) appendCSV(rec []string) []string {
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	i := func(v int64) string { return strconv.FormatInt(v, 10) }

@@ -1,10 +1,15 @@
 package sqlitestore
 
 import (
+	"bytes"
+	"cmp"
 	"context"
-	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/go-kit/log/level"
@@ -22,12 +27,15 @@ const (
 ) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 
 	// In an UPSERT's DO UPDATE every right-hand side sees the old row, so
-	// the CASEs below compare against the stored last_seen_ns.
+	// the CASEs below compare against the stored last_seen_ns. The merge
+	// is done here rather than in Go so that the clients table needs no
+	// cache: one statement per distinct client per transaction.
 	sqlUpsertClient = `INSERT INTO clients (
 	client, first_seen_ns, last_seen_ns, requests, drops, last_version, last_mode,
 	last_poll, last_implementation, last_local, last_offset_ns, last_method,
-	last_offset_at_ns, last_delay_ns, last_delay_at_ns
-) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	last_offset_at_ns, last_delay_ns, last_delay_at_ns,
+	min_offset_ns, max_offset_ns, max_delay_ns, offset_count, delay_count, rate_limited, kod
+) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (client) DO UPDATE SET
 	first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
 	last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
@@ -42,39 +50,71 @@ ON CONFLICT (client) DO UPDATE SET
 	last_method = CASE WHEN excluded.last_offset_at_ns >= coalesce(last_offset_at_ns, -9223372036854775808) THEN excluded.last_method ELSE last_method END,
 	last_offset_at_ns = CASE WHEN excluded.last_offset_at_ns >= coalesce(last_offset_at_ns, -9223372036854775808) THEN excluded.last_offset_at_ns ELSE last_offset_at_ns END,
 	last_delay_ns = CASE WHEN excluded.last_delay_at_ns >= coalesce(last_delay_at_ns, -9223372036854775808) THEN excluded.last_delay_ns ELSE last_delay_ns END,
-	last_delay_at_ns = CASE WHEN excluded.last_delay_at_ns >= coalesce(last_delay_at_ns, -9223372036854775808) THEN excluded.last_delay_at_ns ELSE last_delay_at_ns END`
+	last_delay_at_ns = CASE WHEN excluded.last_delay_at_ns >= coalesce(last_delay_at_ns, -9223372036854775808) THEN excluded.last_delay_at_ns ELSE last_delay_at_ns END,
+	min_offset_ns = min(coalesce(min_offset_ns, excluded.min_offset_ns), coalesce(excluded.min_offset_ns, min_offset_ns)),
+	max_offset_ns = max(coalesce(max_offset_ns, excluded.max_offset_ns), coalesce(excluded.max_offset_ns, max_offset_ns)),
+	max_delay_ns = max(coalesce(max_delay_ns, excluded.max_delay_ns), coalesce(excluded.max_delay_ns, max_delay_ns)),
+	offset_count = offset_count + excluded.offset_count,
+	delay_count = delay_count + excluded.delay_count,
+	rate_limited = rate_limited + excluded.rate_limited,
+	kod = kod + excluded.kod`
 
-	sqlSelectHourBlobs = `SELECT offset_hist, delay_hist, tallies FROM client_hours WHERE hour = ? AND client = ?`
-
-	// The blobs arrive already merged with the stored ones (read above in
-	// the same transaction); the scalars merge here. Multi-argument min and
-	// max return NULL if any argument is NULL, hence the coalesces.
-	sqlUpsertHour = `INSERT INTO client_hours (
-	hour, client, requests, drops, rate_limited, kod,
+	// hourColumns are client_hours' value columns in hourState order.
+	hourColumns = `requests, drops, rate_limited, kod,
 	offset_count, offset_min_ns, offset_max_ns, offset_sum_ns,
 	delay_count, delay_min_ns, delay_max_ns, delay_sum_ns,
-	offset_hist, delay_hist, tallies, versions, implementations, methods
-) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	offset_hist, delay_hist, tallies, versions, implementations, methods`
+
+	sqlSelectHour = `SELECT ` + hourColumns + ` FROM client_hours WHERE hour = ? AND client = ?`
+
+	// sqlHourHasRows tells whether any rollup row of an hour exists.
+	sqlHourHasRows = `SELECT EXISTS (SELECT 1 FROM client_hours WHERE hour = ?)`
+
+	// The writer merges rollup rows in Go (see rollupCache) and writes
+	// the whole merged row. (An UPDATE for rows known to exist measured
+	// no faster than this upsert, which cannot lose a row.)
+	sqlUpsertHour = `INSERT INTO client_hours (hour, client, ` + hourColumns + `)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (hour, client) DO UPDATE SET
-	requests = requests + excluded.requests,
-	drops = drops + excluded.drops,
-	rate_limited = rate_limited + excluded.rate_limited,
-	kod = kod + excluded.kod,
-	offset_count = offset_count + excluded.offset_count,
-	offset_min_ns = min(coalesce(offset_min_ns, excluded.offset_min_ns), coalesce(excluded.offset_min_ns, offset_min_ns)),
-	offset_max_ns = max(coalesce(offset_max_ns, excluded.offset_max_ns), coalesce(excluded.offset_max_ns, offset_max_ns)),
-	offset_sum_ns = coalesce(offset_sum_ns, 0) + coalesce(excluded.offset_sum_ns, 0),
-	delay_count = delay_count + excluded.delay_count,
-	delay_min_ns = min(coalesce(delay_min_ns, excluded.delay_min_ns), coalesce(excluded.delay_min_ns, delay_min_ns)),
-	delay_max_ns = max(coalesce(delay_max_ns, excluded.delay_max_ns), coalesce(excluded.delay_max_ns, delay_max_ns)),
-	delay_sum_ns = coalesce(delay_sum_ns, 0) + coalesce(excluded.delay_sum_ns, 0),
-	offset_hist = excluded.offset_hist,
-	delay_hist = excluded.delay_hist,
-	tallies = excluded.tallies,
-	versions = versions | excluded.versions,
-	implementations = implementations | excluded.implementations,
-	methods = methods | excluded.methods`
+	requests = excluded.requests, drops = excluded.drops,
+	rate_limited = excluded.rate_limited, kod = excluded.kod,
+	offset_count = excluded.offset_count, offset_min_ns = excluded.offset_min_ns,
+	offset_max_ns = excluded.offset_max_ns, offset_sum_ns = excluded.offset_sum_ns,
+	delay_count = excluded.delay_count, delay_min_ns = excluded.delay_min_ns,
+	delay_max_ns = excluded.delay_max_ns, delay_sum_ns = excluded.delay_sum_ns,
+	offset_hist = excluded.offset_hist, delay_hist = excluded.delay_hist,
+	tallies = excluded.tallies, versions = excluded.versions,
+	implementations = excluded.implementations, methods = excluded.methods`
 )
+
+const (
+	totalsColumns = `clients, requests, drops, offset_count, offset_min_ns, offset_max_ns,
+	abs_offset_lo_ns, abs_offset_hi_ns, delay_count, delay_min_ns, delay_max_ns,
+	offset_hist, delay_hist, tallies`
+
+	sqlSelectTotals = `SELECT ` + totalsColumns + ` FROM hours WHERE hour = ?`
+
+	sqlUpsertTotals = `INSERT INTO hours (hour, ` + totalsColumns + `)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT (hour) DO UPDATE SET
+	clients = excluded.clients, requests = excluded.requests, drops = excluded.drops,
+	offset_count = excluded.offset_count, offset_min_ns = excluded.offset_min_ns,
+	offset_max_ns = excluded.offset_max_ns, abs_offset_lo_ns = excluded.abs_offset_lo_ns,
+	abs_offset_hi_ns = excluded.abs_offset_hi_ns, delay_count = excluded.delay_count,
+	delay_min_ns = excluded.delay_min_ns, delay_max_ns = excluded.delay_max_ns,
+	offset_hist = excluded.offset_hist, delay_hist = excluded.delay_hist, tallies = excluded.tallies`
+)
+
+// Transaction sizing. BatchSize is the queue length that triggers a
+// write; when the queue holds several batches the writer takes all whole
+// batches in one transaction, up to maxTxRows, because per-transaction
+// costs (the commit, the WAL frames of the pages every batch touches, one
+// client and one rollup row per distinct client) then amortise over more
+// rows. That is what lets the writer catch up when it falls behind.
+const defaultMaxTxRows = 65536
+
+// defaultRollupCacheRows bounds the rollup cache (about 200 bytes a row).
+const defaultRollupCacheRows = 1 << 17
 
 // writer is the state of the writer goroutine.
 type writer struct {
@@ -82,17 +122,27 @@ type writer struct {
 	ctx context.Context // cancelled when Close gives up
 	end context.CancelFunc
 
-	insObs, upClient, selHour, upHour *sql.Stmt
-
 	batch   []ntp.Observation // the batch being written; kept on failure
 	pending int               // rows in batch not yet committed
 
-	// Per-batch aggregation, reused across batches.
-	clients    map[netip.Addr]int
+	// Per-transaction aggregation, reused across transactions.
+	clients    map[netip.Addr]int32
 	clientAggs []clientAgg
-	hours      map[hourKey]int
-	hourAggs   []hourAgg
-	keys       []int
+	hourIdx    map[hourRef]int32
+	hourAggs   []hourChain
+	next       []int32 // next row of the same (hour, client), -1 at the end
+	rowNext    []int32 // next row of the same client, -1 at the end
+	order      []int32 // clientAggs indices sorted by stored address
+	rank       []int32 // a clientAggs index's position in order
+
+	rollups rollupCache
+
+	// Bind buffers, reused.
+	obsArgs, clientArgs, hourArgs, totalArgs, keyArgs, oneArg []driver.NamedValue
+	dest                                                      []driver.Value
+	offP, delayP, tallyP                                      countPairs
+	blob                                                      []byte
+	dataVersion                                               int64
 
 	lastFlush time.Time
 	retryAt   time.Time
@@ -112,54 +162,66 @@ type hourKey struct {
 	client netip.Addr
 }
 
-type clientAgg struct {
-	client        netip.Addr
-	first, last   int64
-	requests      int64
-	drops         int64
-	newest        int // index in batch of the newest observation
-	newestOffset  int // newest with an offset, -1 if none
-	newestDelay   int // newest with a delay, -1 if none
-	offsetAt      int64
-	delayAt       int64
-	newestVersion int64
+// hourRef is an hour and a client's index in clientAggs.
+type hourRef struct {
+	hour   int64
+	client int32
 }
 
-type hourAgg struct {
-	key                               hourKey
-	requests, drops, rateLimited, kod int64
-	offCount                          int64
-	offMin, offMax                    int64
-	offSum                            float64
-	delayCount                        int64
-	delayMin, delayMax                int64
-	delaySum                          float64
-	offHist, delayHist, tallies       sparseCounts
-	versions, impls, methods          int64
+type clientAgg struct {
+	client       netip.Addr
+	key          []byte // the stored form of client
+	blob         any    // key, boxed once per transaction
+	head, tail   int32  // the client's rows, chained by rowNext
+	first, last  int64
+	requests     int64
+	drops        int64
+	newest       int32 // index in batch of the newest observation
+	newestOffset int32 // newest with an offset, -1 if none
+	newestDelay  int32 // newest with a delay, -1 if none
+	offsetAt     int64
+	delayAt      int64
+	// Extremes over the batch (valid when newestOffset, newestDelay >= 0).
+	offMin, offMax, delayMax          int64
+	offCount, delayCount, rateLimited int64
+	kod                               int64
+}
+
+// hourChain lists a transaction's rows of one (hour, client) through next.
+type hourChain struct {
+	hour       int64
+	client     int32
+	head, tail int32
 }
 
 func newWriter(ctx context.Context, s *Store) (*writer, error) {
+	n := max(s.cfg.BatchSize, s.cfg.maxTxRows)
+	n = min(n, s.cfg.QueueSize)
 	w := &writer{
-		s:       s,
-		batch:   make([]ntp.Observation, s.cfg.BatchSize),
-		clients: make(map[netip.Addr]int),
-		hours:   make(map[hourKey]int),
+		s:          s,
+		batch:      make([]ntp.Observation, n),
+		next:       make([]int32, n),
+		rowNext:    make([]int32, n),
+		clients:    make(map[netip.Addr]int32),
+		hourIdx:    make(map[hourRef]int32),
+		rollups:    newRollupCache(s.cfg.rollupCacheRows),
+		obsArgs:    namedValues(31),
+		clientArgs: namedValues(22),
+		hourArgs:   namedValues(20),
+		totalArgs:  namedValues(15),
+		keyArgs:    namedValues(2),
+		oneArg:     namedValues(1),
+		dest:       make([]driver.Value, 18),
 	}
-	var err error
-	prep := func(q string) *sql.Stmt {
-		if err != nil {
-			return nil
+	// Check the statements once, so a schema mismatch fails Open.
+	err := w.withConn(ctx, func(c driver.Conn) error {
+		st, err := prepareStmts(c)
+		if err == nil {
+			st.close()
 		}
-		var st *sql.Stmt
-		st, err = s.db.PrepareContext(ctx, q)
-		return st
-	}
-	w.insObs = prep(sqlInsertObservation)
-	w.upClient = prep(sqlUpsertClient)
-	w.selHour = prep(sqlSelectHourBlobs)
-	w.upHour = prep(sqlUpsertHour)
+		return err
+	})
 	if err != nil {
-		w.closeStmts()
 		return nil, err
 	}
 	w.ctx, w.end = context.WithCancel(context.Background())
@@ -169,12 +231,12 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 	return w, nil
 }
 
-func (w *writer) closeStmts() {
-	for _, st := range []*sql.Stmt{w.insObs, w.upClient, w.selHour, w.upHour} {
-		if st != nil {
-			st.Close()
-		}
+func namedValues(n int) []driver.NamedValue {
+	v := make([]driver.NamedValue, n)
+	for i := range v {
+		v[i].Ordinal = i + 1
 	}
+	return v
 }
 
 // run is the writer goroutine: it writes batches, runs maintenance
@@ -201,17 +263,18 @@ func (w *writer) run() {
 		now := time.Now()
 		w.logDrops(now)
 
-		// Write whatever is due, one batch per iteration so that requests
-		// and stop are noticed between batches.
-		if w.pending > 0 || s.QueueLength() > 0 {
-			due := stopping || w.pending > 0 || s.QueueLength() >= s.cfg.BatchSize || !now.Before(w.lastFlush.Add(s.cfg.FlushInterval))
+		// Write whatever is due, one transaction per iteration so that
+		// requests and stop are noticed between transactions.
+		if q := s.QueueLength(); w.pending > 0 || q > 0 {
+			timeUp := !now.Before(w.lastFlush.Add(s.cfg.FlushInterval))
+			due := stopping || w.pending > 0 || q >= s.cfg.BatchSize || timeUp
 			if due && !now.Before(w.retryAt) {
-				if w.flush() {
+				if w.flush(stopping || timeUp) {
 					// Under sustained load the queue never empties: let a
 					// request and a retention chunk in between batches.
 					select {
 					case r := <-s.reqs:
-						r.reply <- r.fn(r.ctx)
+						w.serve(r)
 					default:
 					}
 					if w.cleanup != nil && !stopping {
@@ -263,17 +326,30 @@ func (w *writer) run() {
 		case <-stopCh:
 		case <-s.abort:
 		case r := <-s.reqs:
-			r.reply <- r.fn(r.ctx)
+			w.serve(r)
 		}
 	}
 }
 
-// flush writes one batch (the pending one, or up to BatchSize rows from
-// the queue). It reports whether it made progress.
-func (w *writer) flush() bool {
+// serve runs a request. Requests may change the database behind the
+// rollup cache's back, so it is dropped afterwards.
+func (w *writer) serve(r request) {
+	err := r.fn(r.ctx)
+	w.rollups.reset()
+	r.reply <- err
+}
+
+// flush writes one transaction: the pending rows, or else whole batches
+// from the queue (with all, everything queued), at most len(w.batch). It
+// reports whether it made progress.
+func (w *writer) flush(all bool) bool {
 	s := w.s
 	if w.pending == 0 {
-		w.pending = s.take(w.batch)
+		n := s.QueueLength()
+		if !all {
+			n -= n % s.cfg.BatchSize
+		}
+		w.pending = s.take(w.batch[:min(n, len(w.batch))])
 		if w.pending == 0 {
 			w.lastFlush = time.Now()
 			return false
@@ -356,7 +432,6 @@ func (w *writer) finish(abandon bool) {
 		}
 		cancel()
 	}
-	w.closeStmts()
 	err := s.db.Close()
 	switch {
 	case lost > 0:
@@ -370,6 +445,14 @@ func (w *writer) finish(abandon bool) {
 // addrBlob returns the stored form of an address: 4 bytes for IPv4, 16
 // for IPv6, nil for the invalid address.
 func addrBlob(a netip.Addr) []byte {
+	if !a.IsValid() {
+		return nil
+	}
+	return a.Unmap().AsSlice()
+}
+
+// addrValue is addrBlob as a bind value (SQL NULL for the invalid address).
+func addrValue(a netip.Addr) driver.Value {
 	if !a.IsValid() {
 		return nil
 	}
@@ -392,112 +475,6 @@ func nullInt(v int64, ok bool) any {
 	return v
 }
 
-// write commits one batch in one transaction: raw rows, then the client
-// summaries and hourly rollups it changes.
-func (w *writer) write(batch []ntp.Observation) error {
-	w.aggregate(batch)
-	ctx := w.ctx
-	tx, err := w.s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	ins := tx.StmtContext(ctx, w.insObs)
-	for i := range batch {
-		o := &batch[i]
-		ca := o.Client.Addr()
-		_, err := ins.ExecContext(ctx,
-			o.Received.UnixNano(), addrBlob(ca), int64(o.Client.Port()),
-			addrBlob(o.Local.Addr()), int64(o.Local.Port()),
-			int64(o.Length), int64(o.ReplyLength),
-			int64(o.Leap), int64(o.Version), int64(o.Mode), int64(o.Stratum),
-			int64(o.Poll), int64(o.Precision),
-			int64(o.RootDelay), int64(o.RootDispersion), int64(o.RefID),
-			int64(o.Reference), int64(o.Origin), int64(o.Receive), int64(o.Transmit),
-			int64(o.ServerTransmit), int64(o.Processing),
-			int64(o.Drop), boolInt(o.KoD), int64(o.Method),
-			nullInt(int64(o.Offset), o.Method != ntp.MethodNone),
-			nullInt(int64(o.Delay), o.Method == ntp.MethodExchange),
-			boolInt(o.Interleaved), int64(o.Implementation),
-			int64(o.Extensions.Fields), int64(o.Extensions.MACLength),
-		)
-		if err != nil {
-			return err
-		}
-	}
-	up := tx.StmtContext(ctx, w.upClient)
-	for i := range w.clientAggs {
-		c := &w.clientAggs[i]
-		n := &batch[c.newest]
-		var off, offAt, method, delay, delayAt any
-		method = int64(0)
-		if c.newestOffset >= 0 {
-			o := &batch[c.newestOffset]
-			off, offAt, method = int64(o.Offset), c.offsetAt, int64(o.Method)
-		}
-		if c.newestDelay >= 0 {
-			delay, delayAt = int64(batch[c.newestDelay].Delay), c.delayAt
-		}
-		_, err := up.ExecContext(ctx, addrBlob(c.client), c.first, c.last, c.requests, c.drops,
-			int64(n.Version), int64(n.Mode), int64(n.Poll), int64(n.Implementation), addrBlob(n.Local.Addr()),
-			off, method, offAt, delay, delayAt)
-		if err != nil {
-			return err
-		}
-	}
-	sel := tx.StmtContext(ctx, w.selHour)
-	uph := tx.StmtContext(ctx, w.upHour)
-	var offBuf, delayBuf, talBuf []byte
-	for i := range w.hourAggs {
-		h := &w.hourAggs[i]
-		cb := addrBlob(h.key.client)
-		var ob, db, tb []byte
-		err := sel.QueryRowContext(ctx, h.key.hour, cb).Scan(&ob, &db, &tb)
-		switch {
-		case err == sql.ErrNoRows:
-		case err != nil:
-			return err
-		default:
-			if err := mergeSparse(h.offHist, ob); err != nil {
-				return err
-			}
-			if err := mergeSparse(h.delayHist, db); err != nil {
-				return err
-			}
-			if err := mergeSparse(h.tallies, tb); err != nil {
-				return err
-			}
-		}
-		offBuf, w.keys = h.offHist.appendEncoded(offBuf[:0], w.keys)
-		delayBuf, w.keys = h.delayHist.appendEncoded(delayBuf[:0], w.keys)
-		talBuf, w.keys = h.tallies.appendEncoded(talBuf[:0], w.keys)
-		var offSum, delaySum any
-		if h.offCount > 0 {
-			offSum = h.offSum
-		}
-		if h.delayCount > 0 {
-			delaySum = h.delaySum
-		}
-		_, err = uph.ExecContext(ctx, h.key.hour, cb, h.requests, h.drops, h.rateLimited, h.kod,
-			h.offCount, nullInt(h.offMin, h.offCount > 0), nullInt(h.offMax, h.offCount > 0), offSum,
-			h.delayCount, nullInt(h.delayMin, h.delayCount > 0), nullInt(h.delayMax, h.delayCount > 0), delaySum,
-			nonNilBlob(offBuf), nonNilBlob(delayBuf), nonNilBlob(talBuf), h.versions, h.impls, h.methods)
-		if err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
-
-// nonNilBlob keeps empty blobs empty rather than NULL (the columns are
-// NOT NULL).
-func nonNilBlob(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
 func boolInt(b bool) int64 {
 	if b {
 		return 1
@@ -505,101 +482,539 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// aggregate computes the batch's per-client and per-hour contributions.
-func (w *writer) aggregate(batch []ntp.Observation) {
-	clear(w.clients)
-	clear(w.hours)
-	w.clientAggs = w.clientAggs[:0]
+// stmts are the writer's statements, prepared on the driver connection
+// for one transaction.
+type stmts struct {
+	insObs, upClient, selHour, hourHasRows, upHour, selTotals, upTotals, dataVersion driver.Stmt
+}
+
+func prepareStmts(c driver.Conn) (*stmts, error) {
+	st := &stmts{}
+	var err error
+	prep := func(q string) driver.Stmt {
+		if err != nil {
+			return nil
+		}
+		var p driver.Stmt
+		p, err = c.Prepare(q)
+		return p
+	}
+	st.insObs = prep(sqlInsertObservation)
+	st.upClient = prep(sqlUpsertClient)
+	st.selHour = prep(sqlSelectHour)
+	st.hourHasRows = prep(sqlHourHasRows)
+	st.upHour = prep(sqlUpsertHour)
+	st.selTotals = prep(sqlSelectTotals)
+	st.upTotals = prep(sqlUpsertTotals)
+	st.dataVersion = prep("PRAGMA data_version")
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *stmts) close() {
+	for _, p := range []driver.Stmt{st.insObs, st.upClient, st.selHour, st.hourHasRows, st.upHour, st.selTotals, st.upTotals, st.dataVersion} {
+		if p != nil {
+			p.Close()
+		}
+	}
+}
+
+// The statements run with a context that is never cancelled: go-sqlite3
+// then executes them synchronously instead of starting a goroutine per
+// statement to watch the context. Close's give-up is still honoured: the
+// transaction's BEGIN (where a lock is waited for) takes w.ctx, and the
+// row loop checks it.
+var stmtCtx = context.Background()
+
+// execStmt runs a statement that returns no rows. It goes through the
+// driver's query path, which binds all arguments and takes the first step
+// in one cgo call where the exec path makes a cgo call per argument. (The
+// Next makes sure the statement has run to its end whether the driver
+// steps at Query, as go-sqlite3 does, or only at Next.)
+func execStmt(st driver.Stmt, args []driver.NamedValue) error {
+	rows, err := st.(driver.StmtQueryContext).QueryContext(stmtCtx, args)
+	if err != nil {
+		return err
+	}
+	err = rows.Next(nil)
+	cerr := rows.Close()
+	if err != io.EOF {
+		if err == nil {
+			err = errors.New("sqlitestore: write statement returned a row")
+		}
+		return err
+	}
+	return cerr
+}
+
+// queryRow reads the first row of st into dest and reports whether there
+// was one.
+func queryRow(st driver.Stmt, args []driver.NamedValue, dest []driver.Value) (bool, error) {
+	rows, err := st.(driver.StmtQueryContext).QueryContext(stmtCtx, args)
+	if err != nil {
+		return false, err
+	}
+	err = rows.Next(dest)
+	cerr := rows.Close()
+	switch {
+	case err == io.EOF:
+		return false, cerr
+	case err != nil:
+		return false, err
+	}
+	return true, cerr
+}
+
+var errNotDriverConn = errors.New("sqlitestore: unexpected driver connection type")
+
+// withConn runs f on the writer's driver connection.
+func (w *writer) withConn(ctx context.Context, f func(c driver.Conn) error) error {
+	conn, err := w.s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(driver.Conn)
+		if !ok {
+			return errNotDriverConn
+		}
+		return f(c)
+	})
+}
+
+// write commits one batch in one transaction: raw rows, then the client
+// summaries and hourly rollups it changes. It works on the driver
+// connection directly: binding reused driver.NamedValues skips
+// database/sql's per-statement argument conversion and bookkeeping.
+func (w *writer) write(batch []ntp.Observation) error {
+	w.aggregate(batch)
+	err := w.withConn(w.ctx, func(c driver.Conn) error { return w.writeTx(c, batch) })
+	if err != nil {
+		// The cache may hold merges that were rolled back.
+		w.rollups.reset()
+	}
+	return err
+}
+
+func (w *writer) writeTx(c driver.Conn, batch []ntp.Observation) error {
+	bt, ok := c.(driver.ConnBeginTx)
+	if !ok {
+		return errNotDriverConn
+	}
+	st, err := prepareStmts(c)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	tx, err := bt.BeginTx(w.ctx, driver.TxOptions{})
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tx.Rollback()
+		}
+	}()
+
+	// Another connection that wrote to the database since our last
+	// transaction makes the rollup cache stale.
+	if _, err := queryRow(st.dataVersion, nil, w.dest[:1]); err != nil {
+		return err
+	}
+	if v, _ := w.dest[0].(int64); v != w.dataVersion {
+		w.rollups.reset()
+		w.dataVersion = v
+	}
+
+	if err := w.insertRows(st.insObs, batch); err != nil {
+		return err
+	}
+	if err := w.upsertClients(st.upClient, batch); err != nil {
+		return err
+	}
+	if err := w.upsertHours(st, batch); err != nil {
+		return err
+	}
+	if f := w.s.cfg.beforeCommit; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	done = true
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	w.rollups.trim()
+	return nil
+}
+
+func (w *writer) insertRows(ins driver.Stmt, batch []ntp.Observation) error {
+	a := w.obsArgs
+	var local netip.Addr
+	var localValue driver.Value
+	first := true
+	n := 0
+	for _, ci := range w.order {
+		c := &w.clientAggs[ci]
+		for i := c.head; i >= 0; i = w.rowNext[i] {
+			if n++; n&1023 == 0 {
+				if err := w.ctx.Err(); err != nil {
+					return err
+				}
+			}
+			o := &batch[i]
+			// Rows mostly share the server address.
+			if la := o.Local.Addr(); la != local || first {
+				local, localValue, first = la, addrValue(la), false
+			}
+			a[0].Value = o.Received.UnixNano()
+			a[1].Value = c.blob
+			a[2].Value = int64(o.Client.Port())
+			a[3].Value = localValue
+			a[4].Value = int64(o.Local.Port())
+			a[5].Value = int64(o.Length)
+			a[6].Value = int64(o.ReplyLength)
+			a[7].Value = int64(o.Leap)
+			a[8].Value = int64(o.Version)
+			a[9].Value = int64(o.Mode)
+			a[10].Value = int64(o.Stratum)
+			a[11].Value = int64(o.Poll)
+			a[12].Value = int64(o.Precision)
+			a[13].Value = int64(o.RootDelay)
+			a[14].Value = int64(o.RootDispersion)
+			a[15].Value = int64(o.RefID)
+			a[16].Value = int64(o.Reference)
+			a[17].Value = int64(o.Origin)
+			a[18].Value = int64(o.Receive)
+			a[19].Value = int64(o.Transmit)
+			a[20].Value = int64(o.ServerTransmit)
+			a[21].Value = int64(o.Processing)
+			a[22].Value = int64(o.Drop)
+			a[23].Value = boolInt(o.KoD)
+			a[24].Value = int64(o.Method)
+			a[25].Value = nullInt(int64(o.Offset), o.Method != ntp.MethodNone)
+			a[26].Value = nullInt(int64(o.Delay), o.Method == ntp.MethodExchange)
+			a[27].Value = boolInt(o.Interleaved)
+			a[28].Value = int64(o.Implementation)
+			a[29].Value = int64(o.Extensions.Fields)
+			a[30].Value = int64(o.Extensions.MACLength)
+			if err := execStmt(ins, a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *writer) upsertClients(up driver.Stmt, batch []ntp.Observation) error {
+	a := w.clientArgs
+	for _, ci := range w.order {
+		c := &w.clientAggs[ci]
+		n := &batch[c.newest]
+		a[0].Value = c.blob
+		a[1].Value = c.first
+		a[2].Value = c.last
+		a[3].Value = c.requests
+		a[4].Value = c.drops
+		a[5].Value = int64(n.Version)
+		a[6].Value = int64(n.Mode)
+		a[7].Value = int64(n.Poll)
+		a[8].Value = int64(n.Implementation)
+		a[9].Value = addrValue(n.Local.Addr())
+		a[10].Value, a[11].Value, a[12].Value = nil, int64(0), nil
+		if c.newestOffset >= 0 {
+			o := &batch[c.newestOffset]
+			a[10].Value, a[11].Value, a[12].Value = int64(o.Offset), int64(o.Method), c.offsetAt
+		}
+		a[13].Value, a[14].Value = nil, nil
+		if c.newestDelay >= 0 {
+			a[13].Value, a[14].Value = int64(batch[c.newestDelay].Delay), c.delayAt
+		}
+		a[15].Value = nullInt(c.offMin, c.newestOffset >= 0)
+		a[16].Value = nullInt(c.offMax, c.newestOffset >= 0)
+		a[17].Value = nullInt(c.delayMax, c.newestDelay >= 0)
+		a[18].Value = c.offCount
+		a[19].Value = c.delayCount
+		a[20].Value = c.rateLimited
+		a[21].Value = c.kod
+		if err := execStmt(up, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upsertHours merges the transaction's rows into the rollup rows they
+// touch, in the cache, and writes every touched row whole.
+func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
+	rc := &w.rollups
+	a := w.hourArgs
 	for i := range w.hourAggs {
 		h := &w.hourAggs[i]
-		clear(h.offHist)
-		clear(h.delayHist)
-		clear(h.tallies)
+		ca := &w.clientAggs[h.client]
+		key := hourKey{hour: h.hour, client: ca.client}
+		row, isNew, err := w.rollupRow(st, key, ca.blob)
+		if err != nil {
+			return err
+		}
+		tot, err := w.hourTotals(st, h.hour)
+		if err != nil {
+			return err
+		}
+		if err := w.offP.decodeInto(row.offHist()); err != nil {
+			return err
+		}
+		if err := w.delayP.decodeInto(row.delayHist()); err != nil {
+			return err
+		}
+		if err := w.tallyP.decodeInto(row.tallies()); err != nil {
+			return err
+		}
+		for j := h.head; j >= 0; j = w.next[j] {
+			row.add(&batch[j], &w.offP, &w.delayP, &w.tallyP, tot)
+		}
+		row.encode(w.offP, w.delayP, w.tallyP)
+		tot.addRow(row, isNew)
+		rc.touch(key.hour)
+
+		a[0].Value = h.hour
+		a[1].Value = ca.blob
+		a[2].Value = row.requests
+		a[3].Value = row.drops
+		a[4].Value = row.rateLimited
+		a[5].Value = row.kod
+		a[6].Value = row.offCount
+		a[7].Value = nullInt(row.offMin, row.offCount > 0)
+		a[8].Value = nullInt(row.offMax, row.offCount > 0)
+		a[9].Value = nil
+		if row.offCount > 0 {
+			a[9].Value = row.offSum
+		}
+		a[10].Value = row.delayCount
+		a[11].Value = nullInt(row.delayMin, row.delayCount > 0)
+		a[12].Value = nullInt(row.delayMax, row.delayCount > 0)
+		a[13].Value = nil
+		if row.delayCount > 0 {
+			a[13].Value = row.delaySum
+		}
+		a[14].Value = row.offHist()
+		a[15].Value = row.delayHist()
+		a[16].Value = row.tallies()
+		a[17].Value = row.versions
+		a[18].Value = row.impls
+		a[19].Value = row.methods
+		if err := execStmt(st.upHour, a); err != nil {
+			return err
+		}
 	}
-	nh := 0
+	return w.writeTotals(st)
+}
+
+// hourTotals returns the cached hours row of hour, reading it if needed.
+func (w *writer) hourTotals(st *stmts, hour int64) (*hourTotals, error) {
+	rc := &w.rollups
+	if t := rc.totals[hour]; t != nil {
+		return t, nil
+	}
+	t := &hourTotals{}
+	w.oneArg[0].Value = hour
+	found, err := queryRow(st.selTotals, w.oneArg, w.dest[:14])
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		if err := t.scan(w.dest[:14]); err != nil {
+			return nil, err
+		}
+	}
+	rc.totals[hour] = t
+	return t, nil
+}
+
+// writeTotals writes the hours rows the transaction changed.
+func (w *writer) writeTotals(st *stmts) error {
+	a := w.totalArgs
+	for hour, t := range w.rollups.totals {
+		if !t.dirty {
+			continue
+		}
+		t.dirty = false
+		a[0].Value = hour
+		a[1].Value = t.clients
+		a[2].Value = t.requests
+		a[3].Value = t.drops
+		a[4].Value = t.offCount
+		a[5].Value = nullInt(t.offMin, t.offCount > 0)
+		a[6].Value = nullInt(t.offMax, t.offCount > 0)
+		a[7].Value = nullInt(t.absLo, t.hasAbs)
+		a[8].Value = nullInt(t.absHi, t.hasAbs)
+		a[9].Value = t.delayCount
+		a[10].Value = nullInt(t.delayMin, t.delayCount > 0)
+		a[11].Value = nullInt(t.delayMax, t.delayCount > 0)
+		w.blob = t.offHist.appendEncoded(w.blob[:0])
+		n1 := len(w.blob)
+		w.blob = t.delayHist.appendEncoded(w.blob)
+		n2 := len(w.blob)
+		w.blob = t.tallies.appendEncoded(w.blob)
+		if w.blob == nil {
+			w.blob = []byte{}
+		}
+		a[12].Value = w.blob[:n1:n1]
+		a[13].Value = w.blob[n1:n2:n2]
+		a[14].Value = w.blob[n2:]
+		if err := execStmt(st.upTotals, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollupRow returns the cached rollup row of key, reading it from the
+// database when the cache cannot tell whether it exists, and whether the
+// row is new (not stored yet).
+func (w *writer) rollupRow(st *stmts, key hourKey, blob any) (*hourState, bool, error) {
+	rc := &w.rollups
+	if row := rc.rows[key]; row != nil {
+		return row, false, nil
+	}
+	complete, known := rc.complete[key.hour]
+	if !known {
+		// An hour without rows yet: every row of it will pass through
+		// the cache. Otherwise rows missing from the cache are read.
+		w.oneArg[0].Value = key.hour
+		if _, err := queryRow(st.hourHasRows, w.oneArg, w.dest[:1]); err != nil {
+			return nil, false, err
+		}
+		has, _ := w.dest[0].(int64)
+		complete = has == 0
+		rc.complete[key.hour] = complete
+	}
+	row := &hourState{}
+	found := false
+	if !complete {
+		w.keyArgs[0].Value, w.keyArgs[1].Value = key.hour, blob
+		var err error
+		found, err = queryRow(st.selHour, w.keyArgs, w.dest)
+		if err != nil {
+			return nil, false, err
+		}
+		if found {
+			if err := row.scan(w.dest); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	rc.rows[key] = row
+	return row, !found, nil
+}
+
+// aggregate computes the batch's per-client contributions, chains its
+// rows by client and by (hour, client), and orders clients by stored
+// address. Rows, client summaries and rollups are then written in index
+// order, so each transaction walks the B-trees from one end to the other
+// instead of jumping about: far fewer pages to visit and to write.
+func (w *writer) aggregate(batch []ntp.Observation) {
+	clear(w.clients)
+	clear(w.hourIdx)
+	clear(w.clientAggs) // drop the boxed blobs
+	w.clientAggs = w.clientAggs[:0]
+	w.hourAggs = w.hourAggs[:0]
 	for i := range batch {
 		o := &batch[i]
 		t := o.Received.UnixNano()
 		addr := o.Client.Addr()
-		dropped := o.Drop != ntp.DropNone
-
 		ci, ok := w.clients[addr]
+		w.rowNext[i] = -1
 		if !ok {
-			ci = len(w.clientAggs)
+			ci = int32(len(w.clientAggs))
 			w.clients[addr] = ci
-			w.clientAggs = append(w.clientAggs, clientAgg{client: addr, first: t, last: t, newest: i, newestOffset: -1, newestDelay: -1})
+			key := addrBlob(addr)
+			var blob any
+			if key != nil {
+				blob = key
+			}
+			w.clientAggs = append(w.clientAggs, clientAgg{client: addr, key: key, blob: blob,
+				head: int32(i), tail: int32(i),
+				first: t, last: t, newest: int32(i), newestOffset: -1, newestDelay: -1})
+		} else {
+			c := &w.clientAggs[ci]
+			w.rowNext[c.tail] = int32(i)
+			c.tail = int32(i)
 		}
 		c := &w.clientAggs[ci]
 		c.requests++
-		if dropped {
+		if o.Drop != ntp.DropNone {
 			c.drops++
 		}
 		c.first = min(c.first, t)
 		if t >= c.last {
 			c.last = t
-			c.newest = i
-		}
-		if o.Method != ntp.MethodNone && (c.newestOffset < 0 || t >= c.offsetAt) {
-			c.newestOffset, c.offsetAt = i, t
-		}
-		if o.Method == ntp.MethodExchange && (c.newestDelay < 0 || t >= c.delayAt) {
-			c.newestDelay, c.delayAt = i, t
-		}
-
-		k := hourKey{hour: hourOf(t), client: addr}
-		hi, ok := w.hours[k]
-		if !ok {
-			hi = nh
-			nh++
-			w.hours[k] = hi
-			if hi == len(w.hourAggs) {
-				w.hourAggs = append(w.hourAggs, hourAgg{offHist: sparseCounts{}, delayHist: sparseCounts{}, tallies: sparseCounts{}})
-			}
-			h := &w.hourAggs[hi]
-			oh, dh, th := h.offHist, h.delayHist, h.tallies
-			*h = hourAgg{key: k, offHist: oh, delayHist: dh, tallies: th}
-		}
-		h := &w.hourAggs[hi]
-		h.requests++
-		if dropped {
-			h.drops++
-		}
-		if o.Drop == ntp.DropRateLimit {
-			h.rateLimited++
-		}
-		if o.KoD {
-			h.kod++
+			c.newest = int32(i)
 		}
 		if o.Method != ntp.MethodNone {
 			v := int64(o.Offset)
-			if h.offCount == 0 {
-				h.offMin, h.offMax = v, v
+			if c.newestOffset < 0 {
+				c.offMin, c.offMax = v, v
 			} else {
-				h.offMin, h.offMax = min(h.offMin, v), max(h.offMax, v)
+				c.offMin, c.offMax = min(c.offMin, v), max(c.offMax, v)
 			}
-			h.offCount++
-			h.offSum += float64(v)
-			h.offHist.add(histBucket(v), 1)
+			c.offCount++
+			if c.newestOffset < 0 || t >= c.offsetAt {
+				c.newestOffset, c.offsetAt = int32(i), t
+			}
 		}
 		if o.Method == ntp.MethodExchange {
 			v := int64(o.Delay)
-			if h.delayCount == 0 {
-				h.delayMin, h.delayMax = v, v
+			if c.newestDelay < 0 {
+				c.delayMax = v
 			} else {
-				h.delayMin, h.delayMax = min(h.delayMin, v), max(h.delayMax, v)
+				c.delayMax = max(c.delayMax, v)
 			}
-			h.delayCount++
-			h.delaySum += float64(v)
-			h.delayHist.add(histBucket(v), 1)
+			c.delayCount++
+			if c.newestDelay < 0 || t >= c.delayAt {
+				c.newestDelay, c.delayAt = int32(i), t
+			}
 		}
-		h.tallies.add(tallyKey(tallyVersion, o.Version), 1)
-		h.tallies.add(tallyKey(tallyMode, o.Mode), 1)
-		h.tallies.add(tallyKey(tallyImplementation, uint8(o.Implementation)), 1)
-		h.tallies.add(tallyKey(tallyDrop, uint8(o.Drop)), 1)
-		h.tallies.add(tallyKey(tallyMethod, uint8(o.Method)), 1)
-		h.versions |= 1 << (o.Version & 63)
-		h.impls |= 1 << (uint8(o.Implementation) & 63)
-		h.methods |= 1 << (uint8(o.Method) & 63)
+		if o.Drop == ntp.DropRateLimit {
+			c.rateLimited++
+		}
+		if o.KoD {
+			c.kod++
+		}
+
+		ref := hourRef{hour: hourOf(t), client: ci}
+		w.next[i] = -1
+		if hi, ok := w.hourIdx[ref]; ok {
+			h := &w.hourAggs[hi]
+			w.next[h.tail] = int32(i)
+			h.tail = int32(i)
+		} else {
+			w.hourIdx[ref] = int32(len(w.hourAggs))
+			w.hourAggs = append(w.hourAggs, hourChain{hour: ref.hour, client: ci, head: int32(i), tail: int32(i)})
+		}
 	}
-	w.hourAggs = w.hourAggs[:nh]
+
+	n := len(w.clientAggs)
+	w.order = w.order[:0]
+	for i := 0; i < n; i++ {
+		w.order = append(w.order, int32(i))
+	}
+	slices.SortFunc(w.order, func(a, b int32) int {
+		return bytes.Compare(w.clientAggs[a].key, w.clientAggs[b].key)
+	})
+	w.rank = slices.Grow(w.rank[:0], n)[:n]
+	for r, ci := range w.order {
+		w.rank[ci] = int32(r)
+	}
+	slices.SortFunc(w.hourAggs, func(a, b hourChain) int {
+		if c := cmp.Compare(a.hour, b.hour); c != 0 {
+			return c
+		}
+		return cmp.Compare(w.rank[a.client], w.rank[b.client])
+	})
 }

@@ -57,7 +57,18 @@ CREATE TABLE clients (
     last_method         INTEGER NOT NULL DEFAULT 0,  -- its method, 0 if never known
     last_offset_at_ns   INTEGER,           -- when it was observed
     last_delay_ns       INTEGER,           -- newest known delay (method = 2)
-    last_delay_at_ns    INTEGER
+    last_delay_at_ns    INTEGER,
+    -- Extremes and counts over every request ever seen (not windowed).
+    -- Anomaly queries read them to skip clients that never stood out, and
+    -- use them instead of the client's rollups when the window holds the
+    -- client's whole history.
+    min_offset_ns       INTEGER,           -- smallest offset seen, NULL if none
+    max_offset_ns       INTEGER,           -- largest offset seen
+    max_delay_ns        INTEGER,           -- largest delay seen
+    offset_count        INTEGER NOT NULL DEFAULT 0, -- requests with an offset
+    delay_count         INTEGER NOT NULL DEFAULT 0, -- requests with a delay
+    rate_limited        INTEGER NOT NULL DEFAULT 0, -- requests dropped by the rate limit
+    kod                 INTEGER NOT NULL DEFAULT 0  -- RATE kiss-o'-death replies sent
 ) WITHOUT ROWID;
 CREATE INDEX clients_last_seen ON clients (last_seen_ns);
 
@@ -89,3 +100,33 @@ CREATE TABLE client_hours (
     PRIMARY KEY (hour, client)
 ) WITHOUT ROWID;
 CREATE INDEX client_hours_client ON client_hours (client, hour);
+
+-- One row per hour: client_hours of that hour summed over clients, merged
+-- per batch, so that statistics over long windows read one row per hour.
+-- abs_offset_lo_ns and abs_offset_hi_ns bound |offset| over the hour
+-- (the smallest and largest |offset| range of any of its client hours).
+CREATE TABLE hours (
+    hour             INTEGER PRIMARY KEY,  -- Unix seconds of the hour's start
+    clients          INTEGER NOT NULL,     -- client_hours rows of the hour
+    requests         INTEGER NOT NULL,
+    drops            INTEGER NOT NULL,
+    offset_count     INTEGER NOT NULL,
+    offset_min_ns    INTEGER,
+    offset_max_ns    INTEGER,
+    abs_offset_lo_ns INTEGER,
+    abs_offset_hi_ns INTEGER,
+    delay_count      INTEGER NOT NULL,
+    delay_min_ns     INTEGER,
+    delay_max_ns     INTEGER,
+    offset_hist      BLOB    NOT NULL,
+    delay_hist       BLOB    NOT NULL,
+    tallies          BLOB    NOT NULL
+);
+
+-- Where retention has cut each table: rows older than cutoff may have
+-- been deleted, so sums over a client's rows equal its totals in clients
+-- only for clients first seen after the client_hours cutoff.
+CREATE TABLE retention (
+    name   TEXT    NOT NULL PRIMARY KEY,  -- table
+    cutoff INTEGER NOT NULL               -- client_hours: Unix seconds of an hour
+) WITHOUT ROWID;
