@@ -37,10 +37,10 @@ type Config struct {
 	// live beside it).
 	Path string
 	// BatchSize is the queue length that triggers a write. The writer
-	// then commits all whole batches queued, up to 16384 rows (or
-	// BatchSize if larger) per transaction, so that a writer that fell
-	// behind catches up with larger, cheaper transactions. Rows below a
-	// whole batch wait for FlushInterval.
+	// then commits all whole batches queued in one transaction, up to
+	// 65536 rows (or BatchSize if larger; at most QueueSize), so that a
+	// writer that fell behind catches up with larger, cheaper
+	// transactions. Rows below a whole batch wait for FlushInterval.
 	BatchSize int
 	// FlushInterval is the longest an accepted observation waits in the
 	// queue before it is written.
