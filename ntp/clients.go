@@ -36,7 +36,6 @@ const (
 	// flagNotNanos is set once a client's Transmit fraction was seen at
 	// or above 10^9, so it cannot be systemd-timesyncd's nanoseconds.
 	flagNotNanos = 1 << iota
-	flagInterleaved
 )
 
 // ClientInfo is a copy of one client's state, for tests and tools.

@@ -155,11 +155,6 @@ func (r *Responder) Respond(req []byte, rxNanos int64, client, local netip.AddrP
 		// Interleaved mode: Origin carries our previous Receive timestamp.
 		obs.Interleaved = true
 	}
-	if obs.Interleaved {
-		e.flags |= flagInterleaved
-	} else {
-		e.flags &^= flagInterleaved
-	}
 	if obs.Method == MethodNone && h.Transmit != 0 && h.Precision != precisionDataMinimised {
 		t1 := h.Transmit
 		if impl == ImplTimesyncd {

@@ -34,8 +34,6 @@ type Server struct {
 	logger   log.Logger
 	resp     *Responder
 	consumer Consumer
-	table    *ClientTable
-	clock    *HostClock
 
 	mu      sync.Mutex
 	sockets []*socket
@@ -44,7 +42,7 @@ type Server struct {
 }
 
 // NewServer makes a server; Listen opens its sockets.
-func NewServer(cfg ServerConfig, resp *Responder, table *ClientTable, clock *HostClock, consumer Consumer, logger log.Logger) *Server {
+func NewServer(cfg ServerConfig, resp *Responder, consumer Consumer, logger log.Logger) *Server {
 	if cfg.Readers < 1 {
 		cfg.Readers = 1
 	}
@@ -54,7 +52,7 @@ func NewServer(cfg ServerConfig, resp *Responder, table *ClientTable, clock *Hos
 	if consumer == nil {
 		consumer = Consumers(nil)
 	}
-	return &Server{cfg: cfg, logger: logger, resp: resp, consumer: consumer, table: table, clock: clock}
+	return &Server{cfg: cfg, logger: logger, resp: resp, consumer: consumer}
 }
 
 // ListenError explains a socket that could not be opened, and how to fix it.

@@ -59,7 +59,7 @@ func startServer(t *testing.T, addrs []string, readers int) (*Server, *collector
 	}
 	table := NewClientTable(100)
 	col := newCollector()
-	srv := NewServer(ServerConfig{ListenAddresses: addrs, Readers: readers}, NewResponder(table, clock, RateLimit{}, nil), table, clock, col, log.NewNopLogger())
+	srv := NewServer(ServerConfig{ListenAddresses: addrs, Readers: readers}, NewResponder(table, clock, RateLimit{}, nil), col, log.NewNopLogger())
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestServerPortBusy(t *testing.T) {
 	defer pc.Close()
 	clock, _ := NewHostClock(ClockSyncAssume, 2, DefaultRefID)
 	table := NewClientTable(10)
-	srv := NewServer(ServerConfig{ListenAddresses: []string{pc.LocalAddr().String()}}, NewResponder(table, clock, RateLimit{}, nil), table, clock, nil, log.NewNopLogger())
+	srv := NewServer(ServerConfig{ListenAddresses: []string{pc.LocalAddr().String()}}, NewResponder(table, clock, RateLimit{}, nil), nil, log.NewNopLogger())
 	err = srv.Listen()
 	var le *ListenError
 	if !errors.As(err, &le) || !errors.Is(err, syscall.EADDRINUSE) {
@@ -194,7 +194,7 @@ func TestServerPermissionDenied(t *testing.T) {
 	}
 	clock, _ := NewHostClock(ClockSyncAssume, 2, DefaultRefID)
 	table := NewClientTable(10)
-	srv := NewServer(ServerConfig{ListenAddresses: []string{"127.0.0.1:123"}}, NewResponder(table, clock, RateLimit{}, nil), table, clock, nil, log.NewNopLogger())
+	srv := NewServer(ServerConfig{ListenAddresses: []string{"127.0.0.1:123"}}, NewResponder(table, clock, RateLimit{}, nil), nil, log.NewNopLogger())
 	err := srv.Listen()
 	if err == nil || !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE") {
 		t.Fatalf("err = %v", err)

@@ -162,7 +162,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		consumer = anonymizing{anon: anon, next: consumer}
 	}
 	srv := ntp.NewServer(ntp.ServerConfig{ListenAddresses: c.NTPListenAddresses(), Readers: c.NTP.Readers},
-		resp, table, clock, consumer, log.With(logger, "component", "ntp"))
+		resp, consumer, log.With(logger, "component", "ntp"))
 	if err := srv.Listen(); err != nil {
 		return err
 	}
