@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -258,7 +257,6 @@ func print(w io.Writer, best map[string]result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "server\treplies/s\tvs chronyd\tvs echo\tloss\tT3-T2 p50\tT3-T2 p99\tRTT p50\tRTT p99\tCPU µs/reply\t")
 	names := []string{"udpecho", "chronyd", "ntpexp"}
-	sort.SliceStable(names, func(i, j int) bool { return false })
 	for _, s := range names {
 		r := best[s]
 		proc50, proc99 := fmt.Sprintf("%.1fµs", r.Load.Processing.P50*1e6), fmt.Sprintf("%.1fµs", r.Load.Processing.P99*1e6)

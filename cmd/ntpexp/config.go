@@ -264,27 +264,27 @@ var defaultConfigPaths = []string{"/etc/ntpexp/config.json"}
 
 // findConfigPath returns the --config value from args or NTPEXP_CONFIG,
 // or the first default path that exists ("" if none).
-func findConfigPath(args []string) (path string, explicit bool) {
+func findConfigPath(args []string) string {
 	for i, a := range args {
 		if a == "--" {
 			break
 		}
 		if a == "--config" && i+1 < len(args) {
-			return args[i+1], true
+			return args[i+1]
 		}
 		if v, ok := strings.CutPrefix(a, "--config="); ok {
-			return v, true
+			return v
 		}
 	}
 	if v := os.Getenv("NTPEXP_CONFIG"); v != "" {
-		return v, true
+		return v
 	}
 	for _, p := range defaultConfigPaths {
 		if _, err := os.Stat(p); err == nil {
-			return p, false
+			return p
 		}
 	}
-	return "", false
+	return ""
 }
 
 func loadConfigFile(path string) (*configFile, error) {

@@ -58,7 +58,7 @@ func (e usageError) Unwrap() error { return e.error }
 func run(args []string, stdout, stderr io.Writer) int {
 	var cli CLI
 	var file *configFile
-	path, explicit := findConfigPath(args)
+	path := findConfigPath(args)
 	if path != "" {
 		f, err := loadConfigFile(path)
 		if err != nil {
@@ -67,7 +67,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		file = f
 	}
-	_ = explicit
 	opts := []kong.Option{
 		kong.Name("ntpexp"),
 		kong.Description("An NTP server that watches its clients: it serves time from the host clock and records every client's version, poll, clock offset and network delay for Prometheus and a SQLite store."),
