@@ -209,17 +209,17 @@ func TestSpoofedSourceFlood(t *testing.T) {
 	rss0 := rssBytes(t, d.Proc.Pid())
 	rssMid := make(chan int64, 1)
 	go func() {
-		time.Sleep(9 * time.Second) // about half the sources sent
+		time.Sleep(13 * time.Second) // about half the sources sent
 		rssMid <- rssBytes(t, d.Proc.Pid())
 	}()
 	legit := make(chan loadResult, 1)
 	go func() {
 		time.Sleep(2 * time.Second)
-		legit <- runLoad(t, d.NTPAddr, "-sources", "20", "-workers", "1", "-first-source", "127.250.0.1",
-			"-rate", "10", "-duration", "6s", "-personality", "mix")
+		legit <- runLoad(t, d.NTPAddr, "-sources", "200", "-workers", "1", "-first-source", "127.250.0.1",
+			"-rate", "40", "-duration", "6s", "-personality", "mix")
 	}()
 	flood := runLoad(t, d.NTPAddr, "-sources", strconv.Itoa(sources), "-first-source", "127.8.0.1",
-		"-rate", "60000", "-duration", "17s", "-workers", "4", "-personality", "sntp")
+		"-rate", "40000", "-duration", "26s", "-workers", "4", "-personality", "sntp")
 	l := <-legit
 	m := d.metrics()
 	rss1 := rssBytes(t, d.Proc.Pid())
