@@ -22,6 +22,10 @@ type outputFlag struct {
 	Output string `short:"O" default:"table" enum:"table,json" help:"Output format: table (aligned, for people) or json (for scripts; the same field names as export and the API)."`
 }
 
+// queryClock is the time the query commands measure their windows from:
+// the wall clock, except in tests, which fix it so that output is stable.
+var queryClock = time.Now
+
 // openReader opens the configured database read-only. The anonymizer
 // lets lookups by a real address find truncated or hashed rows.
 func openReader(c *Config) (*sqlitestore.Reader, error) {
@@ -32,6 +36,7 @@ func openReader(c *Config) (*sqlitestore.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.SetClock(queryClock)
 	sc, err := storeConfig(c)
 	if err != nil {
 		r.Close()

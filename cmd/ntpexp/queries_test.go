@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ntpexp/ntpexp/ntp"
+	"github.com/ntpexp/ntpexp/sqlitestore"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the commands' current output")
+
+// goldenNow is the fixed "now" of the golden tests: the fixture's requests
+// are placed relative to it and the query commands measure their windows
+// from it.
+var goldenNow = time.Date(2025, 3, 14, 15, 30, 0, 0, time.UTC)
+
+// fixtureRequest is one request of the golden fixture.
+type fixtureRequest struct {
+	ago    time.Duration // before goldenNow
+	client string        // address:port
+	mutate func(o *ntp.Observation)
+}
+
+// exchange, apparent and hidden set how a request reveals the client's
+// clock; version, impl and drop set the rest.
+func exchange(off, delay time.Duration) func(*ntp.Observation) {
+	return func(o *ntp.Observation) { o.Method, o.Offset, o.Delay = ntp.MethodExchange, off, delay }
+}
+
+func apparent(off time.Duration) func(*ntp.Observation) {
+	return func(o *ntp.Observation) { o.Method, o.Offset = ntp.MethodApparent, off }
+}
+
+func with(fs ...func(*ntp.Observation)) func(*ntp.Observation) {
+	return func(o *ntp.Observation) {
+		for _, f := range fs {
+			f(o)
+		}
+	}
+}
+
+func impl(i ntp.Implementation, version uint8, poll int8) func(*ntp.Observation) {
+	return func(o *ntp.Observation) { o.Implementation, o.Version, o.Poll = i, version, poll }
+}
+
+func drop(d ntp.DropReason, kod bool) func(*ntp.Observation) {
+	return func(o *ntp.Observation) {
+		o.Drop, o.KoD, o.Processing = d, kod, 0
+		if !kod { // a kiss-o'-death is a reply; other drops send nothing
+			o.ReplyLength, o.ServerTransmit = 0, 0
+		}
+	}
+}
+
+// fixtureRequests are the golden fixture's clients, one of each kind the
+// query commands tell apart:
+//
+//	192.0.2.10      chrony, good clock and path, 3 days of history
+//	198.51.100.7    ntpd, clock 200 ms fast (offset anomaly)
+//	2001:db8::53    timesyncd over IPv6, hides its clock
+//	203.0.113.5     ntpdate, clock 3 hours slow (clock_wrong_hours)
+//	203.0.113.99    ntpdig, rate limited with kiss-o'-death replies
+//	192.0.2.200     ntpsec, long round trips (delay anomaly)
+//	198.51.100.250  chrony, last seen 3 days ago (not active)
+//	192.0.2.77      an NTPv1 request dropped as bad_version
+func fixtureRequests() []fixtureRequest {
+	var rs []fixtureRequest
+	add := func(ago time.Duration, client string, fs ...func(*ntp.Observation)) {
+		rs = append(rs, fixtureRequest{ago: ago, client: client, mutate: with(fs...)})
+	}
+	chrony := impl(ntp.ImplChrony, 4, 6)
+	for i, ago := range []time.Duration{70 * time.Hour, 47 * time.Hour, 30 * time.Hour, 5 * time.Hour,
+		3*time.Hour + 10*time.Minute, 2 * time.Hour, 61 * time.Minute, 20 * time.Minute} {
+		add(ago, "192.0.2.10:123", chrony,
+			exchange(time.Duration(120+15*i)*time.Microsecond, time.Duration(8000+350*i)*time.Microsecond))
+	}
+	ntpd := impl(ntp.ImplNTPd, 4, 10)
+	for i := 0; i < 5; i++ {
+		add(time.Duration(17*i+3)*time.Minute, "198.51.100.7:123", ntpd,
+			exchange(time.Duration(210+4*i)*time.Millisecond, time.Duration(31+i)*time.Millisecond))
+	}
+	for i := 0; i < 3; i++ {
+		add(time.Duration(35*i+12)*time.Minute+41*time.Second, "[2001:db8::53]:55123", impl(ntp.ImplTimesyncd, 4, 11))
+	}
+	for i := 0; i < 3; i++ {
+		add(time.Duration(2*i+1)*time.Hour+7*time.Minute, "203.0.113.5:123", impl(ntp.ImplNTPdate, 3, 6),
+			apparent(-3*time.Hour-time.Duration(2*i)*time.Second-450*time.Millisecond))
+	}
+	for i := 0; i < 8; i++ {
+		fs := []func(*ntp.Observation){impl(ntp.ImplNTPdig, 4, 0), apparent(time.Duration(3+i) * time.Millisecond)}
+		if i >= 3 {
+			fs = append(fs, drop(ntp.DropRateLimit, i%2 == 1))
+		}
+		add(9*time.Minute-time.Duration(i)*2*time.Second, "203.0.113.99:40123", fs...)
+	}
+	for i := 0; i < 4; i++ {
+		add(time.Duration(26+15*i)*time.Minute, "192.0.2.200:123", impl(ntp.ImplNTPsec, 4, 7),
+			exchange(time.Duration(4+i)*time.Millisecond, time.Duration(180+25*i)*time.Millisecond))
+	}
+	for i := 0; i < 3; i++ {
+		add(72*time.Hour-time.Duration(i)*64*time.Second, "198.51.100.250:123", chrony,
+			exchange(-time.Duration(40+i)*time.Microsecond, 2*time.Millisecond+time.Duration(i)*100*time.Microsecond))
+	}
+	add(50*time.Minute, "192.0.2.77:123", impl(ntp.ImplUnknown, 1, 0), drop(ntp.DropBadVersion, false))
+	return rs
+}
+
+// writeGoldenFixture writes the fixture's requests through the real
+// store (so rows, client summaries and rollups are written as serve
+// writes them) into a new database in dir and returns its path.
+func writeGoldenFixture(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "golden.db")
+	cfg := sqlitestore.Config{
+		Path:          path,
+		BatchSize:     1000,
+		FlushInterval: time.Hour,
+		Now:           func() time.Time { return goldenNow },
+	}
+	s, err := sqlitestore.Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort("192.0.2.123:123")
+	for _, r := range fixtureRequests() {
+		at := goldenNow.Add(-r.ago)
+		o := ntp.Observation{
+			Received:       at,
+			Client:         netip.MustParseAddrPort(r.client),
+			Local:          local,
+			Length:         48,
+			ReplyLength:    48,
+			Version:        4,
+			Mode:           3,
+			Precision:      -20,
+			Origin:         ntp.TimestampFromTime(at.Add(-time.Second)),
+			Transmit:       ntp.TimestampFromTime(at.Add(-5 * time.Millisecond)),
+			ServerTransmit: ntp.TimestampFromTime(at.Add(25 * time.Microsecond)),
+			Processing:     25 * time.Microsecond,
+		}
+		r.mutate(&o)
+		s.Observe(&o)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.RowsWritten(); n != uint64(len(fixtureRequests())) {
+		t.Fatalf("fixture: %d rows written, want %d", n, len(fixtureRequests()))
+	}
+	return path
+}
+
+// runGolden runs the ntpexp command line in-process, as main does.
+func runGolden(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// checkGolden compares got with testdata/name, or rewrites it with -update.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/ntpexp/ -run TestQueryGolden -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (if the change is intended, rerun with -update and review the diff):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// TestQueryGolden runs each query command, as the old tool's users type
+// it, on a fixed database at a fixed time, and compares its output (the
+// human table and --output json) with testdata/*.golden.
+func TestQueryGolden(t *testing.T) {
+	dir := t.TempDir()
+	db := writeGoldenFixture(t, dir)
+	conf := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(conf, []byte(`{"database": {"path": "`+db+`"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	saved := queryClock
+	queryClock = func() time.Time { return goldenNow }
+	t.Cleanup(func() { queryClock = saved })
+
+	tests := []struct {
+		golden string
+		args   []string
+		json   bool // also --output json
+	}{
+		{"list", []string{"list"}, true},
+		{"list-active-24h", []string{"list", "--active", "--hours", "24"}, true},
+		{"detail", []string{"detail", "192.0.2.10"}, true},
+		{"detail-ipv6", []string{"detail", "2001:db8::53"}, false},
+		{"stats-48h", []string{"stats", "--hours", "48"}, true},
+		{"anomalies", []string{"anomalies", "--delay-threshold", "0.1", "--offset-threshold", "0.05"}, true},
+		{"export-24h-json", []string{"export", "--hours", "24", "--format", "json"}, false},
+		{"export-24h-csv", []string{"export", "--hours", "24", "--format", "csv"}, false},
+		{"export-24h-ndjson", []string{"export", "--hours", "24", "--format", "ndjson"}, false},
+		{"export-client-csv", []string{"export", "--client-ip", "203.0.113.99", "--format", "csv"}, false},
+	}
+	for _, tc := range tests {
+		variants := [][]string{tc.args}
+		if tc.json {
+			variants = append(variants, append(append([]string{}, tc.args...), "--output", "json"))
+		}
+		for i, args := range variants {
+			name := tc.golden + ".golden"
+			if i == 1 {
+				name = tc.golden + ".json.golden"
+			}
+			t.Run(name, func(t *testing.T) {
+				stdout, stderr, code := runGolden(t, append([]string{"--config", conf}, args...)...)
+				if code != 0 {
+					t.Fatalf("ntpexp %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+				}
+				if stderr != "" {
+					t.Errorf("ntpexp %s wrote to stderr: %s", strings.Join(args, " "), stderr)
+				}
+				checkGolden(t, name, stdout)
+			})
+		}
+	}
+}
