@@ -116,58 +116,10 @@ func (r *Responder) Respond(req []byte, rxNanos int64, client, local netip.AddrP
 	s.mu.Lock()
 	e, created := s.lookup(r.clients, a)
 
-	// Per-client bookkeeping.
-	prevT1, prevT3 := e.lastT1, e.lastT3
 	prevSeen := e.lastSeen
-	var prevT2 Timestamp
-	if !created {
-		prevT2 = TimestampFromUnixNano(prevSeen)
-	}
+	track(e, created, &h, client.Port(), rxNanos, t2, obs)
 	if created {
-		e.firstSeen = uint32(rxNanos / int64(time.Second))
 		e.tokens = r.maxTok
-	} else if gap := rxNanos - prevSeen; gap > 0 {
-		n := float32(min(e.requests, 15))
-		e.avgInterval += (float32(float64(gap)/1e9) - e.avgInterval) / (n)
-	}
-	e.requests++
-	e.lastSeen = rxNanos
-	e.version, e.mode, e.poll = h.Version, h.Mode, h.Poll
-	if h.Transmit.Fraction() >= nanosLimit {
-		e.flags |= flagNotNanos
-	}
-	impl := classify(&h, client.Port(), t2.Seconds(), e.flags)
-	e.impl = impl
-	obs.Implementation = impl
-	e.lastT1 = h.Transmit
-
-	// What the timestamps reveal about the client's clock.
-	switch {
-	case h.Origin != 0 && h.Origin == prevT3 && h.Receive != 0:
-		// Origin and Receive echo T3 and T4 of our previous reply:
-		// the whole exchange T1..T4 is known.
-		t1, t4 := prevT1, h.Receive
-		a1, a2 := int64(t1-prevT2), int64(t4-prevT3) // client − server, both legs
-		obs.Method = MethodExchange
-		obs.Offset = FixedToDuration(a1/2 + a2/2)
-		obs.Delay = FixedToDuration(int64(t4-t1) - int64(prevT3-prevT2))
-	case h.Origin != 0 && h.Origin == prevT2:
-		// Interleaved mode: Origin carries our previous Receive timestamp.
-		obs.Interleaved = true
-	}
-	if obs.Method == MethodNone && h.Transmit != 0 && h.Precision != precisionDataMinimised {
-		t1 := h.Transmit
-		if impl == ImplTimesyncd {
-			t1 = decodeNanosFraction(t1)
-		}
-		real, never := realTransmit(impl)
-		if !real && !never && prevT1 != 0 && prevT2 != 0 {
-			real = advancesWithServer(h.Transmit-prevT1, t2-prevT2)
-		}
-		if real {
-			obs.Method = MethodApparent
-			obs.Offset = t1.Sub(t2)
-		}
 	}
 
 	// Rate limiting, chrony style: a token bucket per address.
@@ -272,4 +224,64 @@ func advancesWithServer(dT1, dT2 Timestamp) bool {
 	}
 	const tenMs = 1 << 32 / 100
 	return diff <= tenMs+d2/1000
+}
+
+// track updates a client's entry for a request h received at rxNanos (T2,
+// t2 on the wire) and fills what the request reveals into obs: the
+// implementation class, and the offset and delay when its timestamps allow.
+// It is shared by server mode and passive mode, so both derive the same
+// observations from the same traffic. The caller holds the shard lock and
+// sets e.lastT3 once the reply (if any) is known.
+func track(e *clientEntry, created bool, h *Header, srcPort uint16, rxNanos int64, t2 Timestamp, obs *Observation) {
+	prevT1, prevT3 := e.lastT1, e.lastT3
+	prevSeen := e.lastSeen
+	var prevT2 Timestamp
+	if !created {
+		prevT2 = TimestampFromUnixNano(prevSeen)
+	}
+	if created {
+		e.firstSeen = uint32(rxNanos / int64(time.Second))
+	} else if gap := rxNanos - prevSeen; gap > 0 {
+		n := float32(min(e.requests, 15))
+		e.avgInterval += (float32(float64(gap)/1e9) - e.avgInterval) / (n)
+	}
+	e.requests++
+	e.lastSeen = rxNanos
+	e.version, e.mode, e.poll = h.Version, h.Mode, h.Poll
+	if h.Transmit.Fraction() >= nanosLimit {
+		e.flags |= flagNotNanos
+	}
+	impl := classify(h, srcPort, t2.Seconds(), e.flags)
+	e.impl = impl
+	obs.Implementation = impl
+	e.lastT1 = h.Transmit
+
+	// What the timestamps reveal about the client's clock.
+	switch {
+	case h.Origin != 0 && h.Origin == prevT3 && h.Receive != 0:
+		// Origin and Receive echo T3 and T4 of our previous reply:
+		// the whole exchange T1..T4 is known.
+		t1, t4 := prevT1, h.Receive
+		a1, a2 := int64(t1-prevT2), int64(t4-prevT3) // client − server, both legs
+		obs.Method = MethodExchange
+		obs.Offset = FixedToDuration(a1/2 + a2/2)
+		obs.Delay = FixedToDuration(int64(t4-t1) - int64(prevT3-prevT2))
+	case h.Origin != 0 && h.Origin == prevT2:
+		// Interleaved mode: Origin carries our previous Receive timestamp.
+		obs.Interleaved = true
+	}
+	if obs.Method == MethodNone && h.Transmit != 0 && h.Precision != precisionDataMinimised {
+		t1 := h.Transmit
+		if impl == ImplTimesyncd {
+			t1 = decodeNanosFraction(t1)
+		}
+		real, never := realTransmit(impl)
+		if !real && !never && prevT1 != 0 && prevT2 != 0 {
+			real = advancesWithServer(h.Transmit-prevT1, t2-prevT2)
+		}
+		if real {
+			obs.Method = MethodApparent
+			obs.Offset = t1.Sub(t2)
+		}
+	}
 }

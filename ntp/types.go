@@ -127,10 +127,19 @@ const (
 	DropRateLimit
 	// DropSendError: the reply could not be sent.
 	DropSendError
+	// DropUnanswered (passive mode): the monitored daemon sent no reply
+	// within the reply timeout, and the capture lost nothing meanwhile.
+	DropUnanswered
+	// DropCaptureLost (passive mode): whether the daemon answered is not
+	// known, because the capture lost packets or its pending table was full.
+	DropCaptureLost
+	// DropDenied (passive mode): the daemon answered with a kiss-o'-death
+	// other than RATE (DENY, RSTR, …).
+	DropDenied
 	numDropReasons
 )
 
-var dropNames = [...]string{"", "too_short", "bad_version", "bad_mode", "mode_control", "mode_private", "malformed", "rate_limit", "send_error"}
+var dropNames = [...]string{"", "too_short", "bad_version", "bad_mode", "mode_control", "mode_private", "malformed", "rate_limit", "send_error", "unanswered", "capture_lost", "denied"}
 
 func (r DropReason) String() string {
 	if int(r) < len(dropNames) {

@@ -1,0 +1,234 @@
+package ntp
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"golang.org/x/sys/unix"
+)
+
+// enterPrivateNetns moves the calling test's thread into a new network
+// namespace with lo up, so that server and capture sockets on port 123
+// collide with nothing else (the e2e suite uses 127.0.0.1:123 at the same
+// time). The thread is never unlocked: it ends with the test.
+func enterPrivateNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		msg := "SKIPPED LOUDLY: passive capture needs root (a private network namespace and CAP_NET_RAW); CI runs this as root"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("unshare(CLONE_NEWNET): %v", err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_UP | unix.IFF_RUNNING)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		t.Fatalf("bringing lo up: %v", err)
+	}
+}
+
+// TestCaptureMatchesServerMode runs ntpexp's own server mode as "the
+// daemon" in a private namespace and captures its traffic on lo: every
+// passive observation must agree with the server's own.
+func TestCaptureMatchesServerMode(t *testing.T) {
+	enterPrivateNetns(t)
+	srv, served := startServer(t, []string{"127.0.0.1:123", "[::1]:123"}, 1)
+	_ = srv
+
+	seen := newCollector()
+	p := NewPassive(PassiveConfig{ReplyTimeout: 500 * time.Millisecond}, NewClientTable(100), seen)
+	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(ctx) }()
+	defer func() {
+		cancel()
+		capt.Shutdown()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	const rounds = 4
+	servers := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:123"), netip.MustParseAddrPort("[::1]:123")}
+	sent := 0
+	for _, to := range servers {
+		// ntpd-like: one socket, Origin/Receive echo the previous reply.
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prevT3, prevT4 Timestamp
+		for range rounds {
+			h := Header{Version: 4, Mode: ModeClient, Stratum: 3, Poll: 6, Precision: -20,
+				Origin: prevT3, Receive: prevT4, Transmit: TimestampFromTime(time.Now().Add(300 * time.Millisecond))}
+			reply := roundTrip(t, c, request(h))
+			var rh Header
+			if err := DecodeHeader(reply, &rh); err != nil {
+				t.Fatal(err)
+			}
+			prevT3, prevT4 = rh.Transmit, TimestampFromTime(time.Now().Add(300*time.Millisecond))
+			sent++
+		}
+		c.Close()
+		// chrony-like: a new socket per request, random Transmit.
+		for range rounds {
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, c, request(Header{Leap: LeapAlarm, Version: 4, Mode: ModeClient, Precision: 32, Transmit: Timestamp(rand.Uint64())}))
+			c.Close()
+			sent++
+		}
+	}
+	// A request the server drops: mode 6.
+	c, _ := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(servers[0]))
+	c.Write(request(Header{Version: 2, Mode: ModeControl}))
+	c.Close()
+	sent++
+
+	want := served.wait(t, sent)
+	got := seen.wait(t, sent)
+	byKey := map[string]Observation{}
+	for _, o := range got {
+		byKey[fmt.Sprintf("%v/%v/%x", o.Client, o.Local, o.Transmit)] = o
+	}
+	exchanges := 0
+	for _, s := range want {
+		o, ok := byKey[fmt.Sprintf("%v/%v/%x", s.Client, s.Local, s.Transmit)]
+		if !ok {
+			t.Errorf("no passive observation for %v → %v", s.Client, s.Local)
+			continue
+		}
+		if s.Drop != DropNone {
+			// Refused requests are recorded when captured, a little
+			// before the server read them.
+			if d := s.Received.Sub(o.Received); d < 0 || d > 50*time.Millisecond {
+				t.Errorf("refused request captured %v before the server's T2", d)
+			}
+			o.Received = s.Received
+		}
+		sameObservation(t, s.Client.String(), o, s)
+		if o.Method == MethodExchange {
+			exchanges++
+		}
+	}
+	if exchanges != 2*(rounds-1) {
+		t.Errorf("%d exchange-method observations, want %d", exchanges, 2*(rounds-1))
+	}
+	cn := p.Counters()
+	answered := uint64(sent - 1)
+	// On lo every packet passes twice: as sent (outgoing) and as received.
+	if cn.Matched != answered || cn.IgnoredOutgoingRequests != uint64(sent) || cn.IgnoredIncomingReplies != answered ||
+		cn.Unmatched != 0 || cn.KernelDrops != 0 || cn.Pending != 0 {
+		t.Errorf("counters %+v", cn)
+	}
+}
+
+func roundTrip(t *testing.T, c *net.UDPConn, req []byte) []byte {
+	t.Helper()
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	return buf[:n]
+}
+
+// TestCaptureCountsKernelDrops fills a small capture buffer before the
+// capture reads it: the kernel's drops are counted and the requests whose
+// replies may be among them are capture_lost, not unanswered.
+func TestCaptureCountsKernelDrops(t *testing.T) {
+	enterPrivateNetns(t)
+	_, served := startServer(t, []string{"127.0.0.1:123"}, 1)
+	seen := newCollector()
+	p := NewPassive(PassiveConfig{ReplyTimeout: 200 * time.Millisecond}, NewClientTable(100), seen)
+	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, BufferSize: 1, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	c, _ := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:123")))
+	for range n {
+		c.Write(request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())}))
+	}
+	c.Close()
+	served.wait(t, n)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Counters().Pending > 0 || p.Counters().KernelDrops == 0 {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	capt.Shutdown()
+	<-done
+	cn := p.Counters()
+	if cn.KernelDrops == 0 {
+		t.Fatalf("no kernel drops counted with a minimal buffer: %+v", cn)
+	}
+	if cn.Unanswered != 0 {
+		t.Errorf("%d requests guessed unanswered despite capture loss: %+v", cn.Unanswered, cn)
+	}
+	t.Logf("captured %d requests, %d matched, %d lost, kernel drops %d", cn.Requests, cn.Matched, cn.Lost, cn.KernelDrops)
+}
+
+func TestCaptureErrors(t *testing.T) {
+	enterPrivateNetns(t)
+	p := NewPassive(PassiveConfig{}, NewClientTable(10), nil)
+	err := NewCapture(CaptureConfig{Interfaces: []string{"nosuch0"}}, p, log.NewNopLogger()).Open()
+	if err == nil || !strings.Contains(err.Error(), "no such interface") || !strings.Contains(err.Error(), "ip link") {
+		t.Errorf("missing interface: %v", err)
+	}
+	err = NewCapture(CaptureConfig{}, p, log.NewNopLogger()).Open()
+	if err == nil || !strings.Contains(err.Error(), "capture.interface") {
+		t.Errorf("no interface: %v", err)
+	}
+}
+
+// TestCapturePermissionDenied opens a capture without CAP_NET_RAW. As root
+// it re-runs itself as user nobody, so it runs in CI too.
+func TestCapturePermissionDenied(t *testing.T) {
+	if os.Geteuid() == 0 {
+		runAsNobody(t, "TestCapturePermissionDenied")
+		return
+	}
+	p := NewPassive(PassiveConfig{}, NewClientTable(10), nil)
+	err := NewCapture(CaptureConfig{Interfaces: []string{"lo"}}, p, log.NewNopLogger()).Open()
+	if err == nil || !strings.Contains(err.Error(), "CAP_NET_RAW") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,452 @@
+package ntp
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Passive mode: ntpexp watches the NTP traffic of another daemon (chronyd,
+// ntpd) instead of answering itself. Each captured client request is held
+// until the daemon's reply to it is captured, then both together make one
+// Observation with the same fields and the same per-client logic (track) as
+// in server mode. T2 and T3 come from the daemon's reply, so offsets and
+// delays are the daemon's view; the daemon's processing time T3 − T2 and
+// requests it never answered are recorded as well.
+
+// PassiveConfig bounds the request/reply matcher.
+type PassiveConfig struct {
+	// ReplyTimeout is how long a request waits for its reply before it
+	// is recorded as unanswered (default 1 s).
+	ReplyTimeout time.Duration
+	// MaxPending is the number of requests that may wait for a reply at
+	// once (default 65536). When full, the oldest is recorded as
+	// DropCaptureLost: its fate is not known.
+	MaxPending int
+}
+
+// PassiveCounters are the capture and matching counters of passive mode.
+type PassiveCounters struct {
+	// Requests and Replies are the client requests and daemon replies
+	// that reached the matcher.
+	Requests, Replies uint64
+	// Matched replies completed a pending request; Unmatched replies
+	// had none (the request was not captured, already expired, or the
+	// reply is not to a request we saw).
+	Matched, Unmatched uint64
+	// Unanswered requests got no reply within ReplyTimeout while the
+	// capture lost nothing; Lost requests' fate is unknown because the
+	// capture lost packets meanwhile or the pending table was full.
+	Unanswered, Lost uint64
+	// Overflows counts requests pushed out of a full pending table,
+	// Duplicates requests identical in key to one still pending.
+	Overflows, Duplicates uint64
+	// IgnoredOutgoingRequests are requests sent by this host (the local
+	// daemon's own upstream polls); IgnoredIncomingReplies the replies to
+	// them. Neither is about the daemon's clients.
+	IgnoredOutgoingRequests, IgnoredIncomingReplies uint64
+	// Invalid frames passed the filter but are not UDP/NTP we can read
+	// (bad lengths, truncated, fragments); Truncated frames were longer
+	// than the capture buffer.
+	Invalid, Truncated uint64
+	// KernelDrops are frames the kernel dropped because the capture
+	// buffer was full (PACKET_STATISTICS).
+	KernelDrops uint64
+	// Pending is the number of requests waiting for a reply now.
+	Pending int
+	// MaxPending is the configured bound of Pending.
+	MaxPending int
+}
+
+// pendingKey finds a pending request from its reply: the reply goes from
+// server to client and its Origin echoes the request's Transmit (basic
+// mode) or its Receive (interleaved mode).
+type pendingKey struct {
+	client, server         [16]byte
+	clientPort, serverPort uint16
+	ts                     Timestamp
+}
+
+type pendingReq struct {
+	h        Header
+	ext      Extensions
+	length   uint16
+	client   netip.AddrPort
+	server   netip.AddrPort
+	captured int64  // Unix ns, kernel capture time of the request
+	epoch    uint64 // gap epoch when captured
+	alt      bool   // also indexed under h.Receive (interleaved)
+	done     bool
+}
+
+// Passive pairs captured requests and replies into observations. It is
+// safe for concurrent use by several capture sockets.
+type Passive struct {
+	cfg      PassiveConfig
+	clients  *ClientTable
+	consumer Consumer
+
+	mu    sync.Mutex
+	ring  []pendingReq // FIFO in capture order
+	head  int
+	n     int
+	index map[pendingKey]uint32
+	epoch uint64
+	obs   Observation
+	state atomic.Pointer[ClockState]
+	// lastState is when state was last replaced (Unix ns).
+	lastState int64
+
+	c struct {
+		requests, replies, matched, unmatched, unanswered, lost  atomic.Uint64
+		overflows, duplicates, ignOut, ignIn, invalid, truncated atomic.Uint64
+		kernelDrops                                              atomic.Uint64
+	}
+}
+
+// NewPassive makes a matcher that records into clients and emits to
+// consumer. All memory is allocated up front.
+func NewPassive(cfg PassiveConfig, clients *ClientTable, consumer Consumer) *Passive {
+	if cfg.ReplyTimeout <= 0 {
+		cfg.ReplyTimeout = time.Second
+	}
+	if cfg.MaxPending < 1 {
+		cfg.MaxPending = 65536
+	}
+	if consumer == nil {
+		consumer = Consumers(nil)
+	}
+	p := &Passive{cfg: cfg, clients: clients, consumer: consumer,
+		ring:  make([]pendingReq, cfg.MaxPending),
+		index: make(map[pendingKey]uint32, 2*cfg.MaxPending)}
+	p.state.Store(&ClockState{Leap: LeapAlarm})
+	return p
+}
+
+// Load returns the clock state the daemon advertised in its latest
+// ordinary reply, so the server_* metrics describe the daemon.
+func (p *Passive) Load() *ClockState { return p.state.Load() }
+
+// Counters returns a snapshot of the counters.
+func (p *Passive) Counters() PassiveCounters {
+	p.mu.Lock()
+	pending := p.n
+	for i := 0; i < p.n; i++ {
+		if p.ring[(p.head+i)%len(p.ring)].done {
+			pending--
+		}
+	}
+	p.mu.Unlock()
+	return PassiveCounters{
+		Requests: p.c.requests.Load(), Replies: p.c.replies.Load(),
+		Matched: p.c.matched.Load(), Unmatched: p.c.unmatched.Load(),
+		Unanswered: p.c.unanswered.Load(), Lost: p.c.lost.Load(),
+		Overflows: p.c.overflows.Load(), Duplicates: p.c.duplicates.Load(),
+		IgnoredOutgoingRequests: p.c.ignOut.Load(), IgnoredIncomingReplies: p.c.ignIn.Load(),
+		Invalid: p.c.invalid.Load(), Truncated: p.c.truncated.Load(),
+		KernelDrops: p.c.kernelDrops.Load(),
+		Pending:     pending, MaxPending: p.cfg.MaxPending,
+	}
+}
+
+// CaptureGap records that the capture lost n frames (kernel drops). Any
+// request pending now may have lost its reply, so it will be recorded as
+// DropCaptureLost rather than guessed unanswered.
+func (p *Passive) CaptureGap(n uint64) {
+	if n == 0 {
+		return
+	}
+	p.c.kernelDrops.Add(n)
+	p.mu.Lock()
+	p.epoch++
+	p.mu.Unlock()
+}
+
+// Packet direction as far as the capture can tell (sll_pkttype).
+type Direction uint8
+
+const (
+	// DirIncoming: addressed to this host.
+	DirIncoming Direction = iota
+	// DirOutgoing: sent by this host.
+	DirOutgoing
+	// DirOther: neither (a mirror port or promiscuous capture).
+	DirOther
+)
+
+// Packet handles one captured UDP datagram with port 123 on either side:
+// payload from src to dst, captured at capNanos (Unix ns). Requests and
+// replies are told apart by the NTP mode, then by direction.
+func (p *Passive) Packet(payload []byte, src, dst netip.AddrPort, dir Direction, capNanos int64) {
+	if len(payload) == 0 {
+		p.c.invalid.Add(1)
+		return
+	}
+	mode := payload[0] & 7
+	isReply := (mode == ModeServer || mode == ModePassive) && src.Port() == ntpPort
+	switch {
+	case isReply && dir == DirIncoming:
+		p.c.ignIn.Add(1)
+	case isReply:
+		p.reply(payload, src, dst, capNanos)
+	case dst.Port() != ntpPort:
+		// From port 123 to elsewhere, but not a reply: not a request to
+		// the daemon either (e.g. a mode 6 response).
+		p.c.invalid.Add(1)
+	case dir == DirOutgoing:
+		p.c.ignOut.Add(1)
+	default:
+		p.request(payload, src, dst, capNanos)
+	}
+}
+
+// Truncated counts a frame longer than the capture buffer (2048 bytes);
+// its content is not read.
+func (p *Passive) Truncated() { p.c.truncated.Add(1) }
+
+// Invalid counts a frame that passed the filter but could not be decoded.
+func (p *Passive) Invalid() { p.c.invalid.Add(1) }
+
+func (p *Passive) request(req []byte, client, server netip.AddrPort, capNanos int64) {
+	p.c.requests.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	obs := &p.obs
+	*obs = Observation{
+		Received: time.Unix(0, capNanos),
+		Client:   client,
+		Local:    server,
+		Length:   uint16(min(len(req), 0xffff)),
+	}
+	obs.Leap, obs.Version, obs.Mode = req[0]>>6, (req[0]>>3)&7, req[0]&7
+	var h Header
+	if err := DecodeHeader(req, &h); err != nil {
+		obs.Drop = DropTooShort
+		p.consumer.Observe(obs)
+		return
+	}
+	setRequestFields(obs, &h)
+	if _, err := replyModeFor(&h, client.Port()); err != nil {
+		obs.Drop = DropReasonOf(err)
+		p.consumer.Observe(obs)
+		return
+	}
+	ext, err := ParseExtensions(req)
+	if err != nil {
+		obs.Extensions = ext
+		obs.Drop = DropMalformed
+		p.consumer.Observe(obs)
+		return
+	}
+
+	if p.n == len(p.ring) {
+		p.c.overflows.Add(1)
+		p.finishOldest(DropCaptureLost)
+	}
+	k := keyOf(client, server, h.Transmit)
+	if old, ok := p.index[k]; ok {
+		// The same request again while the first is pending (a replay
+		// or a flood of copies): the first reply will complete the
+		// newer one; the older one's fate is unknown.
+		p.c.duplicates.Add(1)
+		p.finish(int(old), nil, 0, false, DropCaptureLost)
+	}
+	slot := (p.head + p.n) % len(p.ring)
+	p.n++
+	r := &p.ring[slot]
+	*r = pendingReq{h: h, ext: ext, length: obs.Length, client: client, server: server,
+		captured: capNanos, epoch: p.epoch}
+	p.index[k] = uint32(slot)
+	// An interleaved reply's Origin is the request's Receive field.
+	if h.Origin != 0 && h.Receive != 0 && h.Receive != h.Transmit {
+		ka := keyOf(client, server, h.Receive)
+		if _, taken := p.index[ka]; !taken {
+			p.index[ka] = uint32(slot)
+			r.alt = true
+		}
+	}
+}
+
+func (p *Passive) reply(rep []byte, server, client netip.AddrPort, capNanos int64) {
+	p.c.replies.Add(1)
+	var h Header
+	if DecodeHeader(rep, &h) != nil {
+		p.c.invalid.Add(1)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	slot, ok := p.index[keyOf(client, server, h.Origin)]
+	if !ok || p.ring[slot].done {
+		p.c.unmatched.Add(1)
+		return
+	}
+	r := &p.ring[slot]
+	interleaved := h.Origin != r.h.Transmit
+	p.c.matched.Add(1)
+	p.finish(int(slot), &h, len(rep), interleaved, DropNone)
+	if h.Stratum != 0 && capNanos-p.lastState >= int64(time.Second) {
+		p.lastState = capNanos
+		st := *p.state.Load()
+		st.Synchronized = h.Leap != LeapAlarm
+		st.Leap, st.Stratum, st.Precision = h.Leap, h.Stratum, h.Precision
+		st.RootDelay, st.RootDispersion, st.RefID, st.Reference = h.RootDelay, h.RootDispersion, h.RefID, h.Reference
+		p.state.Store(&st)
+	}
+}
+
+// Expire records every request older than the reply timeout as
+// unanswered (or lost, if the capture had a gap meanwhile). The capture
+// calls it periodically with the current time.
+func (p *Passive) Expire(nowNanos int64) {
+	deadline := nowNanos - int64(p.cfg.ReplyTimeout)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.n > 0 {
+		r := &p.ring[p.head]
+		if !r.done {
+			if r.captured > deadline {
+				return
+			}
+			reason := DropUnanswered
+			if r.epoch != p.epoch {
+				reason = DropCaptureLost
+			}
+			p.finish(p.head, nil, 0, false, reason)
+		}
+		p.head = (p.head + 1) % len(p.ring)
+		p.n--
+	}
+}
+
+// Flush records every pending request as it stands, for shutdown: those
+// without a reply yet are DropCaptureLost (their fate is unknown).
+func (p *Passive) Flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.n > 0 {
+		if !p.ring[p.head].done {
+			p.finish(p.head, nil, 0, false, DropCaptureLost)
+		}
+		p.head = (p.head + 1) % len(p.ring)
+		p.n--
+	}
+}
+
+func (p *Passive) finishOldest(reason DropReason) {
+	for p.n > 0 {
+		done := p.ring[p.head].done
+		if !done {
+			p.finish(p.head, nil, 0, false, reason)
+		}
+		p.head = (p.head + 1) % len(p.ring)
+		p.n--
+		if !done {
+			return
+		}
+	}
+}
+
+// finish turns pending request slot into an observation, with the reply
+// rep (nil if none) or the drop reason. The caller holds p.mu.
+func (p *Passive) finish(slot int, rep *Header, repLen int, interleaved bool, drop DropReason) {
+	r := &p.ring[slot]
+	r.done = true
+	delete(p.index, keyOf(r.client, r.server, r.h.Transmit))
+	if r.alt {
+		delete(p.index, keyOf(r.client, r.server, r.h.Receive))
+	}
+	switch drop {
+	case DropUnanswered:
+		p.c.unanswered.Add(1)
+	case DropCaptureLost:
+		p.c.lost.Add(1)
+	}
+
+	// A kiss-o'-death (stratum 0) carries no usable time: it echoes the
+	// request's Transmit in Receive and Transmit.
+	kod := rep != nil && rep.Stratum == 0
+	// T2: the daemon's receive time from its reply; without one (or with
+	// a KoD), the capture time of the request (same host, same clock).
+	rx := r.captured
+	if rep != nil && !kod {
+		rx = rep.Receive.UnixNano(r.captured)
+	}
+	obs := &p.obs
+	*obs = Observation{
+		Received:   time.Unix(0, rx),
+		Client:     r.client,
+		Local:      r.server,
+		Length:     r.length,
+		Extensions: r.ext,
+		Drop:       drop,
+	}
+	h := &r.h
+	obs.Leap, obs.Version, obs.Mode = h.Leap, h.Version, h.Mode
+	setRequestFields(obs, h)
+	if rep != nil {
+		obs.ReplyLength = uint16(min(repLen, 0xffff))
+		switch {
+		case kod:
+			// RATE is rate limiting; DENY, RSTR and the others refuse
+			// the client.
+			obs.KoD = true
+			obs.Drop = DropDenied
+			if rep.RefID == kissRATE {
+				obs.Drop = DropRateLimit
+			}
+		case interleaved:
+			// Transmit is the precise T3 of the previous reply; this
+			// reply's own T3 is not on the wire.
+			obs.ServerTransmit = rep.Transmit
+		default:
+			obs.ServerTransmit = rep.Transmit
+			obs.Processing = rep.Transmit.Sub(rep.Receive)
+		}
+	}
+
+	t2 := TimestampFromUnixNano(rx)
+	if rep != nil && !kod {
+		t2 = rep.Receive
+	}
+	a := r.client.Addr().As16()
+	s := p.clients.shard(&a)
+	s.mu.Lock()
+	e, created := s.lookup(p.clients, a)
+	if !created && rx < e.lastSeen {
+		// An older request completes after a newer one (it waited for
+		// its reply timeout): count it without rewinding the client's
+		// exchange state.
+		e.requests++
+		obs.Implementation = e.impl
+		if real, _ := realTransmit(e.impl); real && h.Transmit != 0 && h.Precision != precisionDataMinimised {
+			obs.Method, obs.Offset = MethodApparent, h.Transmit.Sub(t2)
+		}
+	} else {
+		track(e, created, h, r.client.Port(), rx, t2, obs)
+		e.lastT3 = 0
+		if rep != nil && !interleaved && !kod {
+			e.lastT3 = rep.Transmit
+		}
+	}
+	if obs.Drop != DropNone {
+		e.drops++
+	}
+	s.mu.Unlock()
+	if interleaved {
+		obs.Interleaved = true
+	}
+	p.consumer.Observe(obs)
+}
+
+func setRequestFields(obs *Observation, h *Header) {
+	obs.Stratum, obs.Poll, obs.Precision = h.Stratum, h.Poll, h.Precision
+	obs.RootDelay, obs.RootDispersion, obs.RefID = h.RootDelay, h.RootDispersion, h.RefID
+	obs.Reference, obs.Origin, obs.Receive, obs.Transmit = h.Reference, h.Origin, h.Receive, h.Transmit
+}
+
+func keyOf(client, server netip.AddrPort, ts Timestamp) pendingKey {
+	return pendingKey{client: client.Addr().As16(), server: server.Addr().As16(),
+		clientPort: client.Port(), serverPort: server.Port(), ts: ts}
+}

@@ -1,0 +1,355 @@
+package ntp
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// tap is a daemon (a Responder with its own table, as chronyd would be)
+// whose traffic a Passive watches. Every exchange yields the daemon's own
+// observation (what server mode records) and, once matched, the passive
+// one, so the two can be compared field by field.
+type tap struct {
+	t      *testing.T
+	daemon *Responder
+	clock  *testClock
+	p      *Passive
+	got    *collector
+	server netip.AddrPort
+	// wire is the one-way delay from the capture point to the daemon.
+	wire int64
+}
+
+func newTap(t *testing.T, rl RateLimit, cfg PassiveConfig) *tap {
+	d, tc := newTestResponder(rl)
+	col := newCollector()
+	return &tap{t: t, daemon: d, clock: tc, p: NewPassive(cfg, NewClientTable(1000), col), got: col,
+		server: local, wire: 2_000}
+}
+
+// exchange sends req from client to the daemon at T2 = tc.now and lets
+// the capture see the request and the reply (if any). It returns the
+// daemon's observation and its reply.
+func (tp *tap) exchange(req []byte, client netip.AddrPort) (Observation, []byte) {
+	tp.t.Helper()
+	var obs Observation
+	reply := make([]byte, HeaderLength)
+	n := tp.daemon.Respond(req, tp.clock.now, client, tp.server, reply, &obs)
+	tp.p.Packet(req, client, tp.server, DirIncoming, tp.clock.now-tp.wire)
+	if n > 0 {
+		tp.p.Packet(reply[:n], tp.server, client, DirOutgoing, tp.clock.t3()+tp.wire)
+		return obs, reply[:n]
+	}
+	return obs, nil
+}
+
+// last returns the latest passive observation.
+func (tp *tap) last() Observation {
+	tp.t.Helper()
+	tp.got.mu.Lock()
+	defer tp.got.mu.Unlock()
+	if len(tp.got.obs) == 0 {
+		tp.t.Fatal("no passive observation")
+	}
+	return tp.got.obs[len(tp.got.obs)-1]
+}
+
+func (tp *tap) count() int {
+	tp.got.mu.Lock()
+	defer tp.got.mu.Unlock()
+	return len(tp.got.obs)
+}
+
+func near(a, b time.Duration, tol time.Duration) bool {
+	d := a - b
+	return d >= -tol && d <= tol
+}
+
+// sameObservation compares a passive observation with the daemon's own.
+// Times may differ by the nanosecond rounding of a wire timestamp.
+func sameObservation(t *testing.T, what string, p, s Observation) {
+	t.Helper()
+	const ns = time.Nanosecond
+	if !near(p.Received.Sub(s.Received), 0, ns) {
+		t.Errorf("%s: Received %v, server mode %v", what, p.Received, s.Received)
+	}
+	if !near(p.Offset, s.Offset, ns) || !near(p.Delay, s.Delay, ns) || !near(p.Processing, s.Processing, ns) {
+		t.Errorf("%s: offset/delay/processing %v/%v/%v, server mode %v/%v/%v", what,
+			p.Offset, p.Delay, p.Processing, s.Offset, s.Delay, s.Processing)
+	}
+	p.Received, s.Received = time.Time{}, time.Time{}
+	p.Offset, s.Offset, p.Delay, s.Delay, p.Processing, s.Processing = 0, 0, 0, 0, 0, 0
+	if p != s {
+		t.Errorf("%s:\npassive     %+v\nserver mode %+v", what, p, s)
+	}
+}
+
+func TestPassiveAgreesWithServerMode(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	start := tp.clock.now
+
+	// ntpd-like: real Transmit, Origin/Receive echo the previous reply,
+	// clock 1.5 s ahead, 3 ms each way.
+	ntpd := &simClient{offset: 1500 * time.Millisecond, owd: 3 * time.Millisecond, echo: true}
+	// SNTP-like: real Transmit, nothing else.
+	sntp := &simClient{offset: -250 * time.Microsecond, owd: time.Millisecond}
+	for i := range 6 {
+		at := start + int64(i)*int64(16*time.Second)
+		for _, c := range []struct {
+			sim  *simClient
+			from netip.AddrPort
+			prec int8
+		}{{ntpd, clientA, -20}, {sntp, clientB, -6}} {
+			t1 := at + int64(c.sim.offset)
+			h := Header{Version: 4, Mode: ModeClient, Precision: c.prec, Transmit: TimestampFromUnixNano(t1)}
+			if c.sim.echo {
+				h.Stratum, h.Poll, h.RefID = 3, 4, 0x0a000001
+				h.Origin, h.Receive = c.sim.prevT3, c.sim.prevT4
+			}
+			tp.clock.now = at + int64(c.sim.owd)
+			srv, reply := tp.exchange(request(h), c.from)
+			var rh Header
+			if err := DecodeHeader(reply, &rh); err != nil {
+				t.Fatal(err)
+			}
+			c.sim.prevT3 = rh.Transmit
+			c.sim.prevT4 = TimestampFromUnixNano(tp.clock.t3() + int64(c.sim.owd) + int64(c.sim.offset))
+			got := tp.last()
+			sameObservation(t, c.from.String(), got, srv)
+			if c.sim.echo && i > 0 && (got.Method != MethodExchange || !near(got.Offset, c.sim.offset, time.Microsecond) ||
+				!near(got.Delay, 2*c.sim.owd, time.Microsecond)) {
+				t.Errorf("ntpd-like request %d: %v offset %v delay %v", i, got.Method, got.Offset, got.Delay)
+			}
+			if got.Processing != time.Duration(tp.clock.proc) {
+				t.Errorf("processing %v, want %v", got.Processing, time.Duration(tp.clock.proc))
+			}
+		}
+	}
+
+	// chrony-like: data-minimised, random Transmit.
+	for i := range 3 {
+		tp.clock.now = start + int64(time.Minute) + int64(i)*int64(time.Second)
+		h := Header{Leap: LeapAlarm, Version: 4, Mode: ModeClient, Precision: precisionDataMinimised,
+			Transmit: Timestamp(rand.Uint64())}
+		srv, _ := tp.exchange(request(h), netip.MustParseAddrPort("[2001:db8::7]:51000"))
+		sameObservation(t, "chrony-like", tp.last(), srv)
+	}
+
+	// Requests the daemon refuses to parse are recorded at once, as in
+	// server mode: too short, mode 6, bad version.
+	for _, req := range [][]byte{{0x23, 0, 0}, request(Header{Version: 2, Mode: ModeControl}), request(Header{Version: 6, Mode: ModeClient})} {
+		srv, reply := tp.exchange(req, clientB)
+		if reply != nil {
+			t.Fatal("daemon answered")
+		}
+		got := tp.last()
+		got.Received = srv.Received // captured before the daemon's T2
+		sameObservation(t, "refused", got, srv)
+	}
+	c := tp.p.Counters()
+	if c.Unmatched != 0 || c.Pending != 0 || c.Matched != 15 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+func TestPassiveUnansweredAndKoD(t *testing.T) {
+	// A daemon that rate-limits: burst 1, one response per 8 s, no leak
+	// (Leak would answer some at random), no KoD.
+	rl := RateLimit{Enabled: true, Interval: 3, Burst: 1, Leak: 30}
+	tp := newTap(t, rl, PassiveConfig{ReplyTimeout: time.Second})
+	tp.daemon.leakMask = ^uint32(0) // leak (answer anyway) only when rand is 0: deterministic enough
+	start := tp.clock.now
+	answered, unanswered := 0, 0
+	for i := range 10 {
+		tp.clock.now = start + int64(i)*int64(100*time.Millisecond)
+		h := Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64()), Precision: precisionDataMinimised}
+		_, reply := tp.exchange(request(h), clientA)
+		if reply != nil {
+			answered++
+		} else {
+			unanswered++
+		}
+	}
+	if answered != 1 || unanswered != 9 {
+		t.Fatalf("daemon answered %d, dropped %d", answered, unanswered)
+	}
+	if tp.count() != 1 {
+		t.Fatalf("%d observations before the reply timeout", tp.count())
+	}
+	tp.p.Expire(start + int64(1500*time.Millisecond))
+	obs := tp.got.wait(t, 0)
+	var n int
+	for _, o := range obs {
+		if o.Drop == DropUnanswered {
+			n++
+			if o.ReplyLength != 0 || o.Processing != 0 || o.ServerTransmit != 0 {
+				t.Errorf("unanswered with reply fields: %+v", o)
+			}
+		}
+	}
+	// Requests at 0.6 … 0.9 s are not yet 1 s old at 1.5 s.
+	if n != 5 {
+		t.Errorf("%d unanswered after 1.5 s, want 5", n)
+	}
+	tp.p.Expire(start + int64(3*time.Second))
+	if c := tp.p.Counters(); c.Unanswered != 9 || c.Pending != 0 || c.Lost != 0 {
+		t.Errorf("counters %+v", c)
+	}
+	if info, _ := tp.p.clients.Get(clientA.Addr()); info.Requests != 10 || info.Drops != 9 {
+		t.Errorf("client %+v", info)
+	}
+
+	// With KoD the daemon answers RATE: the same as server mode.
+	tp2 := newTap(t, RateLimit{Enabled: true, Interval: 3, Burst: 1, Leak: 1, KoD: 1}, PassiveConfig{})
+	tp2.daemon.leakMask = ^uint32(0)
+	for i := range 3 {
+		tp2.clock.now = start + int64(i)*int64(time.Millisecond)
+		srv, _ := tp2.exchange(request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())}), clientB)
+		got := tp2.last()
+		if i > 0 {
+			// A KoD carries no T2: the capture time stands in for it.
+			if d := srv.Received.Sub(got.Received); d != time.Duration(tp2.wire) {
+				t.Errorf("KoD observation time %v before the daemon's T2, want the capture's %v", d, time.Duration(tp2.wire))
+			}
+			got.Received = srv.Received
+		}
+		sameObservation(t, "kod", got, srv)
+		if i > 0 && (!got.KoD || got.Drop != DropRateLimit) {
+			t.Errorf("request %d: %+v", i, got)
+		}
+	}
+}
+
+func TestPassiveCaptureGapIsNotGuessed(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	start := tp.clock.now
+	req := request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())})
+	// The reply is lost by the capture (not fed) and the kernel reports
+	// drops: the first request's fate is unknown.
+	tp.p.Packet(req, clientA, tp.server, DirIncoming, start)
+	tp.p.CaptureGap(3)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())}), clientB, tp.server, DirIncoming, start+int64(time.Millisecond))
+	tp.p.Expire(start + int64(5*time.Second))
+	// The second request was captured after the gap was seen: its
+	// missing reply is a real non-answer.
+	obs := tp.got.wait(t, 2)
+	if obs[0].Client != clientA || obs[0].Drop != DropCaptureLost || obs[1].Client != clientB || obs[1].Drop != DropUnanswered {
+		t.Errorf("got %v %v, %v %v; want capture_lost for %v, unanswered for %v", obs[0].Client, obs[0].Drop, obs[1].Client, obs[1].Drop, clientA, clientB)
+	}
+	if c := tp.p.Counters(); c.KernelDrops != 3 || c.Lost != 1 || c.Unanswered != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+func TestPassiveBoundsAndDirections(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{MaxPending: 4})
+	start := tp.clock.now
+	for i := range 10 {
+		req := request(Header{Version: 4, Mode: ModeClient, Origin: Timestamp(i + 1), Receive: Timestamp(i + 100), Transmit: Timestamp(rand.Uint64())})
+		tp.p.Packet(req, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 1234), tp.server, DirIncoming, start)
+		if len(tp.p.index) > 2*4 || tp.p.n > 4 {
+			t.Fatalf("pending %d, index %d: over the bound", tp.p.n, len(tp.p.index))
+		}
+	}
+	c := tp.p.Counters()
+	if c.Overflows != 6 || c.Lost != 6 || c.Pending != 4 {
+		t.Errorf("counters %+v", c)
+	}
+	// Duplicate of a pending request: the older is lost, the newer waits.
+	dup := request(Header{Version: 4, Mode: ModeClient, Transmit: 42})
+	tp.p.Packet(dup, clientA, tp.server, DirIncoming, start)
+	tp.p.Packet(dup, clientA, tp.server, DirIncoming, start)
+	if c := tp.p.Counters(); c.Duplicates != 1 {
+		t.Errorf("duplicates %d", c.Duplicates)
+	}
+
+	// This host's own upstream polls and their replies are not about
+	// the daemon's clients.
+	up := netip.MustParseAddrPort("203.0.113.5:123")
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 7}), tp.server, up, DirOutgoing, start)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 1, Origin: 7}), up, tp.server, DirIncoming, start)
+	// A reply to nothing we saw.
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 99}), tp.server, clientB, DirOutgoing, start)
+	c = tp.p.Counters()
+	if c.IgnoredOutgoingRequests != 1 || c.IgnoredIncomingReplies != 1 || c.Unmatched != 1 {
+		t.Errorf("counters %+v", c)
+	}
+	tp.p.Flush()
+	if c := tp.p.Counters(); c.Pending != 0 || len(tp.p.index) != 0 {
+		t.Errorf("after flush: %+v, index %d", c, len(tp.p.index))
+	}
+}
+
+func TestPassiveInterleavedReply(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	start := tp.clock.now
+	prevT2, prevT4 := TimestampFromUnixNano(start-int64(time.Second)), TimestampFromUnixNano(start-int64(time.Second)+40_000)
+	req := request(Header{Version: 4, Mode: ModeClient, Origin: prevT2, Receive: prevT4, Transmit: TimestampFromUnixNano(start)})
+	tp.p.Packet(req, clientA, tp.server, DirIncoming, start)
+	// An interleaved reply: Origin is the request's Receive, Transmit the
+	// previous reply's precise T3.
+	rep := request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: prevT4,
+		Receive: TimestampFromUnixNano(start + 5_000), Transmit: TimestampFromUnixNano(start - int64(time.Second) + 20_000)})
+	tp.p.Packet(rep, tp.server, clientA, DirOutgoing, start+30_000)
+	got := tp.last()
+	if !got.Interleaved || got.Drop != DropNone || got.Processing != 0 || got.ReplyLength != HeaderLength {
+		t.Errorf("interleaved reply: %+v", got)
+	}
+	if c := tp.p.Counters(); c.Matched != 1 || c.Pending != 0 || len(tp.p.index) != 0 {
+		t.Errorf("counters %+v, index %d", c, len(tp.p.index))
+	}
+}
+
+// TestPassiveLateExpiryKeepsExchange: an unanswered request that expires
+// after a newer, answered one must not break the client's exchange.
+func TestPassiveLateExpiryKeepsExchange(t *testing.T) {
+	tp2 := newTap(t, RateLimit{}, PassiveConfig{})
+	start := tp2.clock.now
+	sim := &simClient{offset: 20 * time.Millisecond, owd: time.Millisecond, echo: true}
+	// A request the daemon never answers.
+	tp2.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: TimestampFromUnixNano(start)}), clientA, tp2.server, DirIncoming, start)
+	send := func(at int64) Observation {
+		h := Header{Version: 4, Mode: ModeClient, Stratum: 3, Precision: -20, Transmit: TimestampFromUnixNano(at + int64(sim.offset)),
+			Origin: sim.prevT3, Receive: sim.prevT4}
+		tp2.clock.now = at + int64(sim.owd)
+		_, reply := tp2.exchange(request(h), clientA)
+		var rh Header
+		DecodeHeader(reply, &rh)
+		sim.prevT3 = rh.Transmit
+		sim.prevT4 = TimestampFromUnixNano(tp2.clock.t3() + int64(sim.owd) + int64(sim.offset))
+		return tp2.last()
+	}
+	send(start + int64(500*time.Millisecond))
+	tp2.p.Expire(start + int64(1200*time.Millisecond)) // the first request expires now
+	if o := tp2.last(); o.Drop != DropUnanswered {
+		t.Fatalf("first request: %+v", o)
+	}
+	o := send(start + int64(2*time.Second))
+	if o.Method != MethodExchange || !near(o.Offset, sim.offset, time.Microsecond) {
+		t.Errorf("after a late expiry: method %v offset %v", o.Method, o.Offset)
+	}
+}
+
+func TestPassiveAllocs(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{MaxPending: 64})
+	tp.p.consumer = Consumers(nil)
+	req := request(Header{Version: 4, Mode: ModeClient, Precision: -20})
+	rep := make([]byte, HeaderLength)
+	var obs Observation
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		i++
+		tp.clock.now += int64(time.Millisecond)
+		req[40] = byte(i)
+		req[41] = byte(i >> 8)
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 4000)
+		n := tp.daemon.Respond(req, tp.clock.now, from, tp.server, rep, &obs)
+		tp.p.Packet(req, from, tp.server, DirIncoming, tp.clock.now)
+		tp.p.Packet(rep[:n], tp.server, from, DirOutgoing, tp.clock.now)
+	})
+	if allocs > 0 {
+		t.Errorf("%.1f allocations per request and reply", allocs)
+	}
+}
