@@ -23,7 +23,7 @@ import (
 // the timed part. Delete the files to rebuild them:
 //
 //	ntpexp-bench-export1m-s<schema>-g<gen>.db   1,000,000 raw rows (about 140 MB)
-//	ntpexp-bench-rollups-s<schema>-g<gen>.db    30 days × 100,000 clients of hourly rollups (several GB)
+//	ntpexp-bench-rollups-s<schema>-g<gen>.db    30 days × 100,000 clients of hourly and daily rollups (several GB)
 
 const benchGenVersion = 3
 
@@ -334,6 +334,16 @@ func rollupDB(b *testing.B) string {
 			CROSS JOIN bc AS c CROSS JOIN bv AS v
 			WHERE v.id = c.n % 200`, first, first+(benchRollupHours-1)*3600)
 		run(`CREATE INDEX client_hours_client ON client_hours (client, hour)`)
+		// Daily rollups: each client's hours of each day summed.
+		run(`DROP INDEX client_days_client`)
+		last := first + (benchRollupHours-1)*3600
+		for d := dayOf(first); d <= last; d += 86400 {
+			n := (min(d+86400, last+3600) - max(d, first)) / 3600
+			run(`INSERT INTO client_days SELECT ?1, c.client, v.requests * ?2, v.drops * ?2, v.rate_limited * ?2, v.kod * ?2,
+				v.offset_count * ?2, v.offset_min_ns, v.offset_max_ns, v.delay_count * ?2, v.delay_min_ns, v.delay_max_ns
+				FROM bc AS c JOIN bv AS v ON v.id = c.n % 200`, d, n)
+		}
+		run(`CREATE INDEX client_days_client ON client_days (client, day)`)
 		enc := func(p countPairs) []byte { return p.appendEncoded([]byte{}) }
 		for h := first; h <= first+(benchRollupHours-1)*3600; h += 3600 {
 			run(`INSERT INTO hours VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, h, tot.clients, tot.requests, tot.drops,
@@ -405,6 +415,41 @@ func BenchmarkAnomalies30Days100kClients(b *testing.B) {
 		}
 		if len(an.Anomalies) == 0 {
 			b.Fatal("no anomalies")
+		}
+	}
+}
+
+// BenchmarkAnomalies719Hours100kClients is Anomalies over 719 hours on the
+// same database: a window one hour shorter than every client's history,
+// so no client's whole history is in it and the candidates' window
+// extremes come from their rollups.
+func BenchmarkAnomalies719Hours100kClients(b *testing.B) {
+	r := rollupReader(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		an, err := r.Anomalies(context.Background(), AnomalyOptions{Hours: benchRollupHours - 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(an.Anomalies) == 0 {
+			b.Fatal("no anomalies")
+		}
+	}
+}
+
+// BenchmarkStats24Hours100kClients is Stats over the last 24 hours on the
+// same database: 100,000 clients active in each hour, each with 30 days
+// of history.
+func BenchmarkStats24Hours100kClients(b *testing.B) {
+	r := rollupReader(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		st, err := r.Stats(context.Background(), 24)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.UniqueClients != benchRollupClients || len(st.TopTalkers) != topTalkerCount {
+			b.Fatalf("unique clients %d, %d top talkers", st.UniqueClients, len(st.TopTalkers))
 		}
 	}
 }

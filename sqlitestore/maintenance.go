@@ -11,6 +11,8 @@ import (
 type CleanupResult struct {
 	ObservationsDeleted int64 `json:"observations_deleted"`
 	RollupsDeleted      int64 `json:"rollups_deleted"`
+	// DailyRollupsDeleted counts client_days rows.
+	DailyRollupsDeleted int64 `json:"daily_rollups_deleted"`
 	ClientsDeleted      int64 `json:"clients_deleted"`
 	// Chunks is how many delete transactions the cycle used.
 	Chunks int `json:"chunks"`
@@ -22,6 +24,7 @@ type CleanupResult struct {
 const (
 	phaseRaw = iota
 	phaseRollups
+	phaseDays
 	phaseHours
 	phaseClients
 	phaseVacuum
@@ -109,9 +112,17 @@ func (w *writer) cleanupStep() {
 		}
 		deleteChunk(`DELETE FROM client_hours WHERE (hour, client) IN
 			(SELECT hour, client FROM client_hours WHERE hour < ? LIMIT ?)`,
-			c.rollupCutoff, &c.result.RollupsDeleted, phaseHours)
+			c.rollupCutoff, &c.result.RollupsDeleted, phaseDays)
 		// Rows deleted here may still be in the rollup cache.
 		w.rollups.dropBefore(c.rollupCutoff)
+	case phaseDays:
+		// A daily row goes once its whole day is before the cutoff, so
+		// the day holding the cutoff keeps its row, which then still
+		// counts hours whose hourly rows are gone. (Daily rows are not
+		// cached.)
+		deleteChunk(`DELETE FROM client_days WHERE (day, client) IN
+			(SELECT day, client FROM client_days WHERE day < ? LIMIT ?)`,
+			dayOf(c.rollupCutoff), &c.result.DailyRollupsDeleted, phaseHours)
 	case phaseHours:
 		// One row per hour: a single statement, not counted as rollups.
 		var hours int64
@@ -146,7 +157,7 @@ func (w *writer) cleanupStep() {
 			c.phase = phaseFinish
 		}
 	case phaseFinish:
-		deleted := c.result.ObservationsDeleted + c.result.RollupsDeleted + c.result.ClientsDeleted
+		deleted := c.result.ObservationsDeleted + c.result.RollupsDeleted + c.result.DailyRollupsDeleted + c.result.ClientsDeleted
 		if deleted > 0 {
 			// Let the WAL be reused rather than grow; PASSIVE never waits
 			// for readers.
@@ -161,6 +172,7 @@ func (w *writer) cleanupStep() {
 			level.Info(s.logger).Log("msg", "retention cycle done",
 				"observations_deleted", c.result.ObservationsDeleted,
 				"rollups_deleted", c.result.RollupsDeleted,
+				"daily_rollups_deleted", c.result.DailyRollupsDeleted,
 				"clients_deleted", c.result.ClientsDeleted,
 				"pages_freed", c.result.PagesFreed,
 				"duration", time.Since(c.started))

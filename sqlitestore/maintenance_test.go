@@ -35,8 +35,8 @@ func TestRetentionDeletesInChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("cleanup: %+v", res)
-	if res.ObservationsDeleted != 4510 || res.RollupsDeleted != 1 || res.ClientsDeleted != 1 {
-		t.Errorf("deleted %+v, want 4510 observations, 1 rollup, 1 client", res)
+	if res.ObservationsDeleted != 4510 || res.RollupsDeleted != 1 || res.DailyRollupsDeleted != 1 || res.ClientsDeleted != 1 {
+		t.Errorf("deleted %+v, want 4510 observations, 1 rollup, 1 daily rollup, 1 client", res)
 	}
 	if res.Chunks < 5+2 {
 		t.Errorf("cleanup used %d chunks, want >= 7 with a 1000-row chunk", res.Chunks)
@@ -53,6 +53,12 @@ func TestRetentionDeletesInChunks(t *testing.T) {
 	}
 	if n := queryInt(t, db, "SELECT count(*) FROM client_hours WHERE client = ?", addrBlob(netipMust("192.0.2.3"))); n != 0 {
 		t.Errorf("rollups older than rollup retention: %d rows left", n)
+	}
+	if n := queryInt(t, db, "SELECT sum(requests) FROM client_days WHERE client = ?", addrBlob(netipMust("192.0.2.1"))); n != 4500 {
+		t.Errorf("daily rollups of expired raw rows count %d requests, want 4500 (kept longer)", n)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM client_days WHERE client = ?", addrBlob(netipMust("192.0.2.3"))); n != 0 {
+		t.Errorf("daily rollups older than rollup retention: %d rows left", n)
 	}
 	if n := queryInt(t, db, "SELECT count(*) FROM clients"); n != 2 {
 		t.Errorf("clients left = %d, want 2", n)

@@ -572,6 +572,47 @@ func (r *Reader) rollupCutoffNS(ctx context.Context, tx *sql.Tx) (int64, error) 
 	return cutoff * int64(time.Second), nil
 }
 
+// rollupWindow says which rollup rows hold a window's per-client sums and
+// extremes. Hours in [since, split) are read from client_hours and days
+// from split on from client_days: daily rows are used only for whole days
+// of the window that retention has not cut into (so they hold the same
+// rows as the hourly ones) and that have daily rows (client_days_from).
+//
+// For sums only, a window may instead start with its first day's daily
+// row less the hours of that day before since, when that row is complete
+// (subtractFrom is the day's start, or math.MaxInt64 when it is not).
+type rollupWindow struct {
+	since, split int64
+	subtractFrom int64
+}
+
+func ceilDay(sec int64) int64 { return -dayOf(-sec) }
+
+func (r *Reader) rollupWindow(ctx context.Context, tx *sql.Tx, since int64) (rollupWindow, error) {
+	cutoffNS, err := r.rollupCutoffNS(ctx, tx)
+	if err != nil {
+		return rollupWindow{}, err
+	}
+	cutoff := cutoffNS / int64(time.Second)
+	daysFrom := int64(math.MinInt64)
+	err = tx.QueryRowContext(ctx, `SELECT cutoff FROM retention WHERE name = 'client_days_from'`).Scan(&daysFrom)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return rollupWindow{}, explain(r.path, err)
+	}
+	w := rollupWindow{since: since, subtractFrom: math.MaxInt64}
+	w.split = max(ceilDay(max(since, cutoff)), daysFrom)
+	if first := dayOf(since); first >= cutoff && first >= daysFrom {
+		w.subtractFrom = first
+	}
+	return w, nil
+}
+
+// subtract reports whether a window's sums are cheaper to read as its
+// first day's daily row less that day's hours before since.
+func (w rollupWindow) subtract() bool {
+	return w.subtractFrom != math.MaxInt64 && w.since-w.subtractFrom < w.split-w.since
+}
+
 func maxPtr(a, b *int64) *int64 {
 	if a == nil || (b != nil && *b > *a) {
 		return b
@@ -605,6 +646,10 @@ const topTalkerCount = 10
 // little; once the visits have read a sixteenth of the window's rows at
 // random, the plain query, scanning the window's rows in order, finishes
 // the job.
+//
+// Both read a window's sums from daily rollups for its whole days and
+// hourly ones for the rest (see rollupWindow), so a long window costs
+// about one row per client and day rather than per client and hour.
 func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours int, windowRows int64) ([]Talker, error) {
 	type talker struct {
 		client   []byte
@@ -637,11 +682,31 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 		return ts
 	}
 
-	// A visit reads up to hours index entries and rows at random; the
-	// scan reads windowRows rows in order, a few times cheaper each.
+	rw, err := r.rollupWindow(ctx, tx, since)
+	if err != nil {
+		return nil, err
+	}
+	// The rows that give a client's window sums: hourly rows in
+	// [hourFrom, hourTo), added (sign 1) or subtracted (sign -1), and
+	// daily rows from dayFrom on.
+	sign, hourFrom, hourTo, dayFrom := int64(1), since, rw.split, rw.split
+	if rw.subtract() {
+		sign, hourFrom, hourTo, dayFrom = -1, rw.subtractFrom, since, rw.subtractFrom
+	}
+	nowHour := since + int64(hours-1)*3600
+	days := int64(0)
+	if dayFrom <= nowHour {
+		days = (nowHour-dayFrom)/86400 + 1
+	}
+	// A client's window rows at most; the scan reads about that many per
+	// client of the window.
+	perClient := min((hourTo-hourFrom)/3600, int64(hours)) + days
+
+	// A visit reads up to perClient index entries and rows at random; the
+	// scan reads the window's rows in order, a few times cheaper each.
 	// The budget is in rollup rows read at random (a few times dearer
 	// than rows read in order by the scan).
-	budget := windowRows / 16
+	budget := windowRows * perClient / int64(hours) / 16
 	sinceNS := since * int64(time.Second)
 	cutoff, err := r.rollupCutoffNS(ctx, tx)
 	if err != nil {
@@ -653,8 +718,10 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
-	sumIn, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(requests), 0), coalesce(sum(drops), 0)
-		FROM client_hours WHERE client = ? AND hour >= ?`)
+	sumIn, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(n), 0), coalesce(sum(d), 0) FROM (
+		SELECT ?2 * requests AS n, ?2 * drops AS d FROM client_hours WHERE client = ?1 AND hour >= ?3 AND hour < ?4
+		UNION ALL
+		SELECT requests, drops FROM client_days WHERE client = ?1 AND day >= ?5)`)
 	if err != nil {
 		cands.Close()
 		return nil, explain(r.path, err)
@@ -694,7 +761,7 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 		// rollups were deleted) its rows before the window, subtracted
 		// from its totals.
 		before := (since - hourOf(firstSeen)) / 3600
-		cost := int64(hours)
+		cost := perClient
 		if firstSeen >= cutoff && before < cost {
 			cost = before
 		}
@@ -703,14 +770,14 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 			break
 		}
 		visited += cost
-		if cost < int64(hours) {
+		if cost < perClient {
 			var req, drp int64
 			if err := sumBefore.QueryRowContext(ctx, c.client, since).Scan(&req, &drp); err != nil {
 				cands.Close()
 				return nil, explain(r.path, err)
 			}
 			c.req, c.drp = lifetime-req, drops-drp
-		} else if err := sumIn.QueryRowContext(ctx, c.client, since).Scan(&c.req, &c.drp); err != nil {
+		} else if err := sumIn.QueryRowContext(ctx, c.client, sign, hourFrom, hourTo, dayFrom).Scan(&c.req, &c.drp); err != nil {
 			cands.Close()
 			return nil, explain(r.path, err)
 		}
@@ -726,12 +793,14 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 		return out(), nil
 	}
 
-	// The scan: the plain query, with "+client" keeping SQLite on the
-	// primary key's hour range (in order, no lookups) instead of walking
-	// the (client, hour) index and looking up every row.
+	// The scan: the plain query over the hour and day ranges of the
+	// primary keys (in order, no lookups).
 	top = top[:0]
-	rows, err := tx.QueryContext(ctx, `SELECT client, sum(requests) AS n, sum(drops) FROM client_hours
-		WHERE hour >= ? GROUP BY +client ORDER BY n DESC, client LIMIT ?`, since, topTalkerCount)
+	rows, err := tx.QueryContext(ctx, `SELECT client, sum(n) AS total, sum(d) FROM (
+		SELECT client, ?1 * requests AS n, ?1 * drops AS d FROM client_hours WHERE hour >= ?2 AND hour < ?3
+		UNION ALL
+		SELECT client, requests, drops FROM client_days WHERE day >= ?4)
+		GROUP BY client HAVING total > 0 ORDER BY total DESC, client LIMIT ?5`, sign, hourFrom, hourTo, dayFrom, topTalkerCount)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
@@ -822,24 +891,39 @@ func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies
 		AND (c.max_offset_ns > ? OR c.min_offset_ns < ? OR c.max_delay_ns > ? OR c.rate_limited > 0)`
 	const latest = `c.last_offset_ns, c.last_offset_at_ns, c.last_delay_ns, c.last_delay_at_ns,
 		c.last_method, c.last_seen_ns, c.last_implementation`
+	rw, err := r.rollupWindow(ctx, tx, since)
+	if err != nil {
+		return nil, err
+	}
+	// A candidate's window: its hourly rows up to the split, its daily
+	// rows from there.
+	const rollupCols = `offset_count AS oc, offset_min_ns AS omin, offset_max_ns AS omax,
+		delay_count AS dc, delay_max_ns AS dmax, rate_limited AS rl, kod, requests AS n`
+	inWindow, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(oc), 0), min(omin), max(omax),
+		coalesce(sum(dc), 0), max(dmax), coalesce(sum(rl), 0), coalesce(sum(kod), 0), coalesce(sum(n), 0) FROM (
+			SELECT `+rollupCols+` FROM client_hours WHERE client = ?1 AND hour >= ?2 AND hour < ?3
+			UNION ALL
+			SELECT `+rollupCols+` FROM client_days WHERE client = ?1 AND day >= ?3)`)
+	if err != nil {
+		return nil, explain(r.path, err)
+	}
+	defer inWindow.Close()
 	for _, q := range []string{
 		`SELECT c.client, c.offset_count, c.min_offset_ns, c.max_offset_ns, c.delay_count, c.max_delay_ns,
 			c.rate_limited, c.kod, c.requests, ` + latest + `
 			FROM clients c WHERE ` + candidate + ` AND c.first_seen_ns >= ?`,
-		`SELECT c.client, sum(h.offset_count), min(h.offset_min_ns), max(h.offset_max_ns),
-			sum(h.delay_count), max(h.delay_max_ns), sum(h.rate_limited), sum(h.kod), sum(h.requests), ` + latest + `
-			FROM clients c JOIN client_hours h ON h.client = c.client AND h.hour >= ?
-			WHERE ` + candidate + ` AND c.first_seen_ns < ? GROUP BY c.client`,
+		`SELECT c.client, 0, NULL, NULL, 0, NULL, 0, 0, 0, ` + latest + `
+			FROM clients c WHERE ` + candidate + ` AND c.first_seen_ns < ?`,
 	} {
-		args := []any{sinceNS, candThr, -candThr, delayNS, whole}
-		if strings.Contains(q, "JOIN") {
-			args = append([]any{since}, args...)
+		var window *sql.Stmt
+		if strings.Contains(q, "first_seen_ns < ?") {
+			window = inWindow
 		}
-		rows, err := tx.QueryContext(ctx, q, args...)
+		rows, err := tx.QueryContext(ctx, q, sinceNS, candThr, -candThr, delayNS, whole)
 		if err != nil {
 			return nil, explain(r.path, err)
 		}
-		cands, err = r.anomalyCandidates(rows, cands, out, candThr, offNS, delayNS)
+		cands, err = r.anomalyCandidates(ctx, rows, window, rw, cands, out, candThr, offNS, delayNS)
 		if err != nil {
 			return nil, err
 		}
@@ -872,8 +956,10 @@ type anomalyCand struct {
 
 // anomalyCandidates reads candidate rows (client, window totals and
 // extremes, latest values), appends offset and delay anomalies to cands
-// and rate_limited ones to out, and closes rows.
-func (r *Reader) anomalyCandidates(rows *sql.Rows, cands []anomalyCand, out *Anomalies, candThr, offNS, delayNS int64) ([]anomalyCand, error) {
+// and rate_limited ones to out, and closes rows. With window, the totals
+// and extremes in rows are ignored and read with window (client, since,
+// split) instead.
+func (r *Reader) anomalyCandidates(ctx context.Context, rows *sql.Rows, window *sql.Stmt, rw rollupWindow, cands []anomalyCand, out *Anomalies, candThr, offNS, delayNS int64) ([]anomalyCand, error) {
 	type cand = anomalyCand
 	defer rows.Close()
 	for rows.Next() {
@@ -887,6 +973,12 @@ func (r *Reader) anomalyCandidates(rows *sql.Rows, cands []anomalyCand, out *Ano
 		if err := rows.Scan(&cl, &offCount, &offMin, &offMax, &delayCount, &delayMax, &rl, &kod, &reqs,
 			&lastOff, &lastOffAt, &lastDel, &lastDelAt, &method, &lastSeen, &impl); err != nil {
 			return nil, err
+		}
+		if window != nil {
+			if err := window.QueryRowContext(ctx, cl, rw.since, rw.split).Scan(&offCount, &offMin, &offMax,
+				&delayCount, &delayMax, &rl, &kod, &reqs); err != nil {
+				return nil, explain(r.path, err)
+			}
 		}
 		addr := blobAddr(cl)
 		if offCount > 0 && offMin != nil && offMax != nil && (*offMax > candThr || *offMin < -candThr) {

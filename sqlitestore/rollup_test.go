@@ -52,7 +52,17 @@ func TestRollupsMatchRawRows(t *testing.T) {
 	cfg.BatchSize = 7 // many batches merge into each (hour, client) row
 	s := openStore(t, cfg)
 	data := randomObservations(1, 3000)
+	// And some across midnight, for the daily rollups.
+	for _, o := range randomObservations(2, 2000) {
+		o.Received = o.Received.Add(-14 * time.Hour)
+		data = append(data, o)
+	}
 	for i := range data {
+		if i%250 == 0 {
+			// At least one transaction per 250 rows, whatever the
+			// writer's pace, so rows merge into stored rollups.
+			waitFor(t, "rows written", func() bool { return s.RowsWritten() >= uint64(i-i%7) })
+		}
 		s.Observe(&data[i])
 	}
 	closeStore(t, s)
@@ -100,6 +110,32 @@ func TestRollupsMatchRawRows(t *testing.T) {
 	for k, want := range raw {
 		if got := roll[k]; got != want {
 			t.Errorf("rollup %s:\n got %+v\nwant %+v", k, got, want)
+		}
+	}
+
+	// Daily rollups against raw rows, and against the hourly rollups.
+	for _, q := range []string{
+		`SELECT time_ns / 86400000000000 * 86400 AS day, client, count(*),
+			sum(drop_reason != 0), sum(drop_reason = 7), sum(kod),
+			count(offset_ns), min(offset_ns), max(offset_ns), NULL,
+			count(delay_ns), min(delay_ns), max(delay_ns), NULL
+			FROM observations GROUP BY day, client`,
+		`SELECT hour / 86400 * 86400 AS day, client, sum(requests), sum(drops), sum(rate_limited), sum(kod),
+			sum(offset_count), min(offset_min_ns), max(offset_max_ns), NULL,
+			sum(delay_count), min(delay_min_ns), max(delay_max_ns), NULL
+			FROM client_hours GROUP BY day, client`,
+	} {
+		want := scanAggs(q)
+		days := scanAggs(`SELECT day, client, requests, drops, rate_limited, kod,
+			offset_count, offset_min_ns, offset_max_ns, NULL,
+			delay_count, delay_min_ns, delay_max_ns, NULL FROM client_days`)
+		if len(days) < 5 || len(days) != len(want) {
+			t.Fatalf("%d daily rollup rows, want %d", len(days), len(want))
+		}
+		for k, w := range want {
+			if got := days[k]; got != w {
+				t.Errorf("daily rollup %s:\n got %+v\nwant %+v", k, got, w)
+			}
 		}
 	}
 

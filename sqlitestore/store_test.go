@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"os"
@@ -71,7 +72,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if !errors.Is(err, ErrNewerSchema) {
 		t.Fatalf("Open: err = %v, want ErrNewerSchema", err)
 	}
-	want := "was written by a newer ntpexp (schema 99, this build knows 1); upgrade ntpexp or point database.path elsewhere"
+	want := fmt.Sprintf("was written by a newer ntpexp (schema 99, this build knows %d); upgrade ntpexp or point database.path elsewhere", SchemaVersion())
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), cfg.Path) {
 		t.Errorf("error %q lacks %q and the path", err, want)
 	}

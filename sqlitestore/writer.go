@@ -87,6 +87,22 @@ ON CONFLICT (hour, client) DO UPDATE SET
 	implementations = excluded.implementations, methods = excluded.methods`
 )
 
+// sqlUpsertDay adds a transaction's rows of one client and day to its
+// client_days row. Daily rows are not cached: the merge is done here, so
+// one statement per distinct client and day per transaction suffices.
+const sqlUpsertDay = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
+	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+ON CONFLICT (day, client) DO UPDATE SET
+	requests = requests + excluded.requests, drops = drops + excluded.drops,
+	rate_limited = rate_limited + excluded.rate_limited, kod = kod + excluded.kod,
+	offset_count = offset_count + excluded.offset_count,
+	offset_min_ns = min(coalesce(offset_min_ns, excluded.offset_min_ns), coalesce(excluded.offset_min_ns, offset_min_ns)),
+	offset_max_ns = max(coalesce(offset_max_ns, excluded.offset_max_ns), coalesce(excluded.offset_max_ns, offset_max_ns)),
+	delay_count = delay_count + excluded.delay_count,
+	delay_min_ns = min(coalesce(delay_min_ns, excluded.delay_min_ns), coalesce(excluded.delay_min_ns, delay_min_ns)),
+	delay_max_ns = max(coalesce(delay_max_ns, excluded.delay_max_ns), coalesce(excluded.delay_max_ns, delay_max_ns))`
+
 const (
 	totalsColumns = `clients, requests, drops, offset_count, offset_min_ns, offset_max_ns,
 	abs_offset_lo_ns, abs_offset_hi_ns, delay_count, delay_min_ns, delay_max_ns,
@@ -130,6 +146,8 @@ type writer struct {
 	clientAggs []clientAgg
 	hourIdx    map[hourRef]int32
 	hourAggs   []hourChain
+	dayIdx     map[hourRef]int32 // hour holds the day
+	dayAggs    []dayAgg
 	next       []int32 // next row of the same (hour, client), -1 at the end
 	rowNext    []int32 // next row of the same client, -1 at the end
 	order      []int32 // clientAggs indices sorted by stored address
@@ -138,11 +156,11 @@ type writer struct {
 	rollups rollupCache
 
 	// Bind buffers, reused.
-	obsArgs, clientArgs, hourArgs, totalArgs, keyArgs, oneArg []driver.NamedValue
-	dest                                                      []driver.Value
-	offP, delayP, tallyP                                      countPairs
-	blob                                                      []byte
-	dataVersion                                               int64
+	obsArgs, clientArgs, hourArgs, totalArgs, dayArgs, keyArgs, oneArg []driver.NamedValue
+	dest                                                               []driver.Value
+	offP, delayP, tallyP                                               countPairs
+	blob                                                               []byte
+	dataVersion                                                        int64
 
 	lastFlush time.Time
 	retryAt   time.Time
@@ -187,6 +205,47 @@ type clientAgg struct {
 	kod                               int64
 }
 
+// dayAgg is a transaction's contribution to one client_days row.
+type dayAgg struct {
+	day                               int64 // Unix seconds of the UTC day's start
+	client                            int32 // index in clientAggs
+	requests, drops, rateLimited, kod int64
+	offCount, offMin, offMax          int64
+	delayCount, delayMin, delayMax    int64
+}
+
+// add counts one observation.
+func (d *dayAgg) add(o *ntp.Observation) {
+	d.requests++
+	if o.Drop != ntp.DropNone {
+		d.drops++
+	}
+	if o.Drop == ntp.DropRateLimit {
+		d.rateLimited++
+	}
+	if o.KoD {
+		d.kod++
+	}
+	if o.Method != ntp.MethodNone {
+		v := int64(o.Offset)
+		if d.offCount == 0 {
+			d.offMin, d.offMax = v, v
+		} else {
+			d.offMin, d.offMax = min(d.offMin, v), max(d.offMax, v)
+		}
+		d.offCount++
+	}
+	if o.Method == ntp.MethodExchange {
+		v := int64(o.Delay)
+		if d.delayCount == 0 {
+			d.delayMin, d.delayMax = v, v
+		} else {
+			d.delayMin, d.delayMax = min(d.delayMin, v), max(d.delayMax, v)
+		}
+		d.delayCount++
+	}
+}
+
 // hourChain lists a transaction's rows of one (hour, client) through next.
 type hourChain struct {
 	hour       int64
@@ -204,11 +263,13 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 		rowNext:    make([]int32, n),
 		clients:    make(map[netip.Addr]int32),
 		hourIdx:    make(map[hourRef]int32),
+		dayIdx:     make(map[hourRef]int32),
 		rollups:    newRollupCache(s.cfg.rollupCacheRows),
 		obsArgs:    namedValues(31),
 		clientArgs: namedValues(22),
 		hourArgs:   namedValues(20),
 		totalArgs:  namedValues(15),
+		dayArgs:    namedValues(12),
 		keyArgs:    namedValues(2),
 		oneArg:     namedValues(1),
 		dest:       make([]driver.Value, 18),
@@ -468,6 +529,16 @@ func hourOf(ns int64) int64 {
 	return q * 3600
 }
 
+// dayOf returns the start of the UTC day holding hour (both Unix seconds).
+func dayOf(hour int64) int64 {
+	const d = 86400
+	q := hour / d
+	if hour%d < 0 {
+		q--
+	}
+	return q * d
+}
+
 func nullInt(v int64, ok bool) any {
 	if !ok {
 		return nil
@@ -485,7 +556,7 @@ func boolInt(b bool) int64 {
 // stmts are the writer's statements, prepared on the driver connection
 // for one transaction.
 type stmts struct {
-	insObs, upClient, selHour, hourHasRows, upHour, selTotals, upTotals, dataVersion driver.Stmt
+	insObs, upClient, selHour, hourHasRows, upHour, selTotals, upTotals, upDay, dataVersion driver.Stmt
 }
 
 func prepareStmts(c driver.Conn) (*stmts, error) {
@@ -506,6 +577,7 @@ func prepareStmts(c driver.Conn) (*stmts, error) {
 	st.upHour = prep(sqlUpsertHour)
 	st.selTotals = prep(sqlSelectTotals)
 	st.upTotals = prep(sqlUpsertTotals)
+	st.upDay = prep(sqlUpsertDay)
 	st.dataVersion = prep("PRAGMA data_version")
 	if err != nil {
 		st.close()
@@ -515,7 +587,7 @@ func prepareStmts(c driver.Conn) (*stmts, error) {
 }
 
 func (st *stmts) close() {
-	for _, p := range []driver.Stmt{st.insObs, st.upClient, st.selHour, st.hourHasRows, st.upHour, st.selTotals, st.upTotals, st.dataVersion} {
+	for _, p := range []driver.Stmt{st.insObs, st.upClient, st.selHour, st.hourHasRows, st.upHour, st.selTotals, st.upTotals, st.upDay, st.dataVersion} {
 		if p != nil {
 			p.Close()
 		}
@@ -638,6 +710,9 @@ func (w *writer) writeTx(c driver.Conn, batch []ntp.Observation) error {
 		return err
 	}
 	if err := w.upsertHours(st, batch); err != nil {
+		return err
+	}
+	if err := w.upsertDays(st.upDay); err != nil {
 		return err
 	}
 	if f := w.s.cfg.beforeCommit; f != nil {
@@ -815,6 +890,31 @@ func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
 	return w.writeTotals(st)
 }
 
+// upsertDays adds the transaction's rows to the client_days rows they
+// belong to.
+func (w *writer) upsertDays(up driver.Stmt) error {
+	a := w.dayArgs
+	for i := range w.dayAggs {
+		d := &w.dayAggs[i]
+		a[0].Value = d.day
+		a[1].Value = w.clientAggs[d.client].blob
+		a[2].Value = d.requests
+		a[3].Value = d.drops
+		a[4].Value = d.rateLimited
+		a[5].Value = d.kod
+		a[6].Value = d.offCount
+		a[7].Value = nullInt(d.offMin, d.offCount > 0)
+		a[8].Value = nullInt(d.offMax, d.offCount > 0)
+		a[9].Value = d.delayCount
+		a[10].Value = nullInt(d.delayMin, d.delayCount > 0)
+		a[11].Value = nullInt(d.delayMax, d.delayCount > 0)
+		if err := execStmt(up, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // hourTotals returns the cached hours row of hour, reading it if needed.
 func (w *writer) hourTotals(st *stmts, hour int64) (*hourTotals, error) {
 	rc := &w.rollups
@@ -921,9 +1021,11 @@ func (w *writer) rollupRow(st *stmts, key hourKey, blob any) (*hourState, bool, 
 func (w *writer) aggregate(batch []ntp.Observation) {
 	clear(w.clients)
 	clear(w.hourIdx)
+	clear(w.dayIdx)
 	clear(w.clientAggs) // drop the boxed blobs
 	w.clientAggs = w.clientAggs[:0]
 	w.hourAggs = w.hourAggs[:0]
+	w.dayAggs = w.dayAggs[:0]
 	for i := range batch {
 		o := &batch[i]
 		t := o.Received.UnixNano()
@@ -997,6 +1099,14 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 			w.hourIdx[ref] = int32(len(w.hourAggs))
 			w.hourAggs = append(w.hourAggs, hourChain{hour: ref.hour, client: ci, head: int32(i), tail: int32(i)})
 		}
+		dref := hourRef{hour: dayOf(ref.hour), client: ci}
+		di, ok := w.dayIdx[dref]
+		if !ok {
+			di = int32(len(w.dayAggs))
+			w.dayIdx[dref] = di
+			w.dayAggs = append(w.dayAggs, dayAgg{day: dref.hour, client: ci})
+		}
+		w.dayAggs[di].add(o)
 	}
 
 	n := len(w.clientAggs)
@@ -1013,6 +1123,12 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 	}
 	slices.SortFunc(w.hourAggs, func(a, b hourChain) int {
 		if c := cmp.Compare(a.hour, b.hour); c != 0 {
+			return c
+		}
+		return cmp.Compare(w.rank[a.client], w.rank[b.client])
+	})
+	slices.SortFunc(w.dayAggs, func(a, b dayAgg) int {
+		if c := cmp.Compare(a.day, b.day); c != 0 {
 			return c
 		}
 		return cmp.Compare(w.rank[a.client], w.rank[b.client])
