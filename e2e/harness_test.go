@@ -55,7 +55,9 @@ type daemon struct {
 	DB      string
 	NTPAddr string // host:port
 	WebAddr string // host:port ("" inside a namespace)
-	Netns   *peers.Netns
+	// NetnsWebAddr is the web address inside Netns (see nsMetrics).
+	NetnsWebAddr string
+	Netns        *peers.Netns
 }
 
 type daemonOpts struct {
@@ -100,6 +102,7 @@ func startDaemon(t testing.TB, o daemonOpts) *daemon {
 	var cmd *exec.Cmd
 	if o.Netns != nil {
 		cmd = o.Netns.Command(ntpexpBin, args...)
+		d.NetnsWebAddr = web
 	} else {
 		cmd = exec.Command(ntpexpBin, args...)
 		d.WebAddr = web

@@ -124,6 +124,14 @@ func NewPassive(cfg PassiveConfig, clients *ClientTable, consumer Consumer) *Pas
 	return p
 }
 
+// SetConsumer sets where observations go. Call it before the capture
+// starts.
+func (p *Passive) SetConsumer(c Consumer) {
+	p.mu.Lock()
+	p.consumer = c
+	p.mu.Unlock()
+}
+
 // Load returns the clock state the daemon advertised in its latest
 // ordinary reply, so the server_* metrics describe the daemon.
 func (p *Passive) Load() *ClockState { return p.state.Load() }
@@ -449,4 +457,25 @@ func setRequestFields(obs *Observation, h *Header) {
 func keyOf(client, server netip.AddrPort, ts Timestamp) pendingKey {
 	return pendingKey{client: client.Addr().As16(), server: server.Addr().As16(),
 		clientPort: client.Port(), serverPort: server.Port(), ts: ts}
+}
+
+// PassiveStatsOf reports on passive mode for the exporter: the client
+// table, and the clock state the daemon advertises in its replies, with
+// the kernel's error estimates of this host's clock from host.
+func PassiveStatsOf(table *ClientTable, p *Passive, host ClockStateSource) Stats {
+	return tableStats{table, passiveClock{p, host}}
+}
+
+type passiveClock struct {
+	p    *Passive
+	host ClockStateSource
+}
+
+func (c passiveClock) Load() *ClockState {
+	st := *c.p.Load()
+	if c.host != nil {
+		h := c.host.Load()
+		st.MaxError, st.EstError = h.MaxError, h.EstError
+	}
+	return &st
 }

@@ -75,6 +75,7 @@ func (s *Seconds) UnmarshalJSON(b []byte) error {
 // ({"section": {"key": …}}; the old tool's config.json is valid).
 // Precedence: flag > environment > file > default.
 type Config struct {
+	Mode     string `default:"server" enum:"server,passive" json:"mode" help:"server: answer NTP requests on UDP port 123 from the host clock. passive: leave port 123 to the daemon already running here (chronyd, ntpd) and watch its traffic on capture.interface instead; sends nothing, needs only CAP_NET_RAW."`
 	Database struct {
 		Path                string  `default:"ntpexp.db" json:"path" help:"SQLite database file, created with mode 0600 if missing."`
 		BatchSize           int     `default:"100" json:"batch_size" help:"A write starts as soon as this many observations are queued (a transaction takes every whole batch queued, so it grows under load)."`
@@ -109,6 +110,12 @@ type Config struct {
 			KoD      int  `name:"kod" default:"0" json:"kod" help:"Send a KoD RATE reply to one in 2^(kod-1) dropped requests (0 = never, 1 = all)."`
 		} `embed:"" prefix:"ratelimit." json:"ratelimit"`
 	} `embed:"" prefix:"ntp." json:"ntp" group:"NTP"`
+	Capture struct {
+		Interface    []string `json:"interface" help:"Passive mode: network interface to capture NTP traffic on (repeatable, or comma-separated). Both directions are read; the daemon's own upstream polls are ignored."`
+		BufferSize   int      `default:"8388608" json:"buffer_size" help:"Passive mode: kernel capture buffer per interface, in bytes. Frames that do not fit are dropped by the kernel and counted (ntpexp_capture_kernel_drops_total)."`
+		ReplyTimeout Seconds  `default:"1" json:"reply_timeout" help:"Passive mode: seconds a captured request waits for the daemon's reply before it is recorded as unanswered."`
+		MaxPending   int      `default:"65536" json:"max_pending" help:"Passive mode: requests that may wait for their reply at once (about 250 bytes each); beyond it the oldest is recorded with drop reason capture_lost."`
+	} `embed:"" prefix:"capture." json:"capture" group:"Capture (passive mode)"`
 	Metrics struct {
 		MaxClients int      `default:"256" json:"max_clients" help:"Clients with per-client series (the most recently active); 0 disables per-client series."`
 		Watch      []string `json:"watch" help:"Addresses or CIDR prefixes whose clients always have per-client series (repeatable)."`
@@ -189,6 +196,23 @@ func (c *Config) Validate(source func(key string) string) error {
 	}
 	if rl.KoD < 0 || rl.KoD > 8 {
 		bad("ntp.ratelimit.kod", rl.KoD, "must be between 0 (off) and 8")
+	}
+	if c.Mode == "passive" && len(c.Capture.Interface) == 0 {
+		bad("capture.interface", "[]", "must name the interface the daemon's clients reach it on (see 'ip link') when mode is passive")
+	}
+	for _, name := range c.Capture.Interface {
+		if name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+			bad("capture.interface", strconv.Quote(name), "is not an interface name (see 'ip link')")
+		}
+	}
+	if c.Capture.BufferSize < 65536 || c.Capture.BufferSize > 1<<30 {
+		bad("capture.buffer_size", c.Capture.BufferSize, "must be between 65536 and 1073741824 bytes")
+	}
+	if d := c.Capture.ReplyTimeout.D(); d < 10*time.Millisecond || d > time.Minute {
+		bad("capture.reply_timeout", c.Capture.ReplyTimeout, "must be between 0.01 and 60 seconds")
+	}
+	if c.Capture.MaxPending < 16 || c.Capture.MaxPending > 10_000_000 {
+		bad("capture.max_pending", c.Capture.MaxPending, "must be between 16 and 10000000")
 	}
 	if c.Metrics.MaxClients < 0 || c.Metrics.MaxClients > 100_000 {
 		bad("metrics.max_clients", c.Metrics.MaxClients, "must be between 0 and 100000")
@@ -377,9 +401,13 @@ func (r resolver) Validate(app *kong.Application) error {
 	return nil
 }
 
-// isSetting: only dotted keys are configuration; top-level flags such as
-// --debug or --config are not file keys.
-func isSetting(k string) bool { return strings.Contains(k, ".") }
+// topLevelSettings are the undotted flags that are also file keys.
+var topLevelSettings = map[string]bool{"mode": true}
+
+// isSetting: dotted keys are configuration, and the few top-level
+// settings; other top-level flags such as --debug or --config are not
+// file keys.
+func isSetting(k string) bool { return strings.Contains(k, ".") || topLevelSettings[k] }
 
 func (r resolver) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
 	v, ok := r.file.values[flagKey(flag.Name)]

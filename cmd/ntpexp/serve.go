@@ -107,9 +107,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		return usageError{err}
 	}
 	table := ntp.NewClientTable(c.Performance.MaxCacheSize)
-	rl := ntp.RateLimit{Enabled: c.NTP.RateLimit.Enabled, Interval: c.NTP.RateLimit.Interval,
-		Burst: c.NTP.RateLimit.Burst, Leak: c.NTP.RateLimit.Leak, KoD: c.NTP.RateLimit.KoD}
-	resp := ntp.NewResponder(table, clock, rl, nil)
+	passive := c.Mode == "passive"
 
 	// The store first: a database problem should stop us before we bind.
 	sc, err := storeConfig(c)
@@ -152,7 +150,15 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	if maxClients == 0 {
 		maxClients = -1 // exporter: negative disables per-client series
 	}
+	var pm *ntp.Passive
 	stats := ntp.StatsOf(table, clock)
+	if passive {
+		pm = ntp.NewPassive(ntp.PassiveConfig{ReplyTimeout: c.Capture.ReplyTimeout.D(), MaxPending: c.Capture.MaxPending}, table, nil)
+		stats = ntp.PassiveStatsOf(table, pm, clock)
+		if err := exporter.RegisterPassive(reg, pm); err != nil {
+			return err
+		}
+	}
 	metrics := exporter.NewMetrics(reg, stats, exporter.MetricsConfig{MaxClients: maxClients, Watch: watch})
 	sm := exporter.RegisterStore(reg, store)
 	late.p.Store(&flushObserver{m: sm})
@@ -161,11 +167,27 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	if anon.Mode() != sqlitestore.AddressFull {
 		consumer = anonymizing{anon: anon, next: consumer}
 	}
-	srv := ntp.NewServer(ntp.ServerConfig{ListenAddresses: c.NTPListenAddresses(), Readers: c.NTP.Readers},
-		resp, consumer, log.With(logger, "component", "ntp"))
-	if err := srv.Listen(); err != nil {
-		return err
+	var src packetSource
+	if passive {
+		pm.SetConsumer(consumer)
+		capt := ntp.NewCapture(ntp.CaptureConfig{Interfaces: c.Capture.Interface, BufferSize: c.Capture.BufferSize},
+			pm, log.With(logger, "component", "capture"))
+		if err := capt.Open(); err != nil {
+			return err
+		}
+		src = captureSource{capt}
+	} else {
+		rl := ntp.RateLimit{Enabled: c.NTP.RateLimit.Enabled, Interval: c.NTP.RateLimit.Interval,
+			Burst: c.NTP.RateLimit.Burst, Leak: c.NTP.RateLimit.Leak, KoD: c.NTP.RateLimit.KoD}
+		resp := ntp.NewResponder(table, clock, rl, nil)
+		srv := ntp.NewServer(ntp.ServerConfig{ListenAddresses: c.NTPListenAddresses(), Readers: c.NTP.Readers},
+			resp, consumer, log.With(logger, "component", "ntp"))
+		if err := srv.Listen(); err != nil {
+			return err
+		}
+		src = serverSource{srv}
 	}
+	srv := src
 	var ready atomic.Bool
 	web := exporter.NewServer(log.With(logger, "component", "web"), reg, exporter.WebConfig{
 		ListenAddresses: c.Web.ListenAddress, ConfigFile: c.Web.ConfigFile, TelemetryPath: c.Web.TelemetryPath,
@@ -176,8 +198,9 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		return err
 	}
 
+	srcKey, srcVal := src.describe()
 	level.Info(logger).Log("msg", "starting ntpexp", "version", version.Version, "revision", version.GetRevision(),
-		"ntp", fmt.Sprint(srv.Addrs()), "web", fmt.Sprint(web.Addrs()), "telemetry_path", c.Web.TelemetryPath,
+		"mode", c.Mode, srcKey, srcVal, "web", fmt.Sprint(web.Addrs()), "telemetry_path", c.Web.TelemetryPath,
 		"database", c.Database.Path, "max_clients_tracked", c.Performance.MaxCacheSize,
 		"metrics_max_clients", c.Metrics.MaxClients, "ratelimit", c.NTP.RateLimit.Enabled,
 		"ratelimit_interval", c.NTP.RateLimit.Interval, "ratelimit_burst", c.NTP.RateLimit.Burst,
@@ -188,7 +211,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		cfgPath = e.file.path
 	}
 	warnWorldReadable(logger, c, cfgPath)
-	if st := clock.Load(); !st.Synchronized {
+	if st := clock.Load(); !st.Synchronized && !passive {
 		level.Warn(logger).Log("msg", "host clock is not synchronised according to the kernel; answering with leap=alarm until it is",
 			"fix", "run chronyd or systemd-timesyncd as a client of good servers (chronyd with 'port 0'), or set ntp.clock_sync=assume-synchronized if the clock is kept by other means")
 	}
@@ -208,7 +231,10 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	case <-ctx.Done():
 		level.Info(logger).Log("msg", "shutting down")
 	case err := <-ntpErr:
-		runErr = fmt.Errorf("NTP server stopped: %w", err)
+		if err == nil {
+			err = errors.New("stopped unexpectedly")
+		}
+		runErr = fmt.Errorf("NTP %s stopped: %w", c.Mode, err)
 	case err := <-webErr:
 		if err != nil {
 			runErr = fmt.Errorf("web server stopped: %w", err)
@@ -216,7 +242,8 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	}
 	ready.Store(false)
 
-	// 1. Stop reading packets; readers finish the batch they hold.
+	// 1. Stop reading packets; readers finish the batch they hold (in
+	// passive mode, requests still waiting for a reply are recorded).
 	srv.Shutdown()
 	// 2-4. Drain the observation queue, flush the store, close the database.
 	closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -259,4 +286,23 @@ func warnWorldReadable(logger log.Logger, c *Config, configPath string) []string
 		check(configPath, "the paths of secret files")
 	}
 	return warned
+}
+
+// packetSource is where observations come from: the NTP server, or the
+// passive capture.
+type packetSource interface {
+	Serve(ctx context.Context) error
+	Shutdown()
+	describe() (string, string)
+}
+
+type serverSource struct{ *ntp.Server }
+
+func (s serverSource) describe() (string, string) { return "ntp", fmt.Sprint(s.Addrs()) }
+
+type captureSource struct{ *ntp.Capture }
+
+func (s captureSource) Serve(ctx context.Context) error { return s.Run(ctx) }
+func (s captureSource) describe() (string, string) {
+	return "capture_interfaces", strings.Join(s.Interfaces(), ",")
 }

@@ -1,0 +1,54 @@
+package exporter
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ntpexp/ntpexp/ntp"
+)
+
+type fixedPassive ntp.PassiveCounters
+
+func (f fixedPassive) Counters() ntp.PassiveCounters { return ntp.PassiveCounters(f) }
+
+func TestPassiveMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	if err := RegisterPassive(reg, fixedPassive{Requests: 10, Matched: 7, Unmatched: 1, Unanswered: 2, Lost: 1,
+		Pending: 3, MaxPending: 64, Overflows: 1, Duplicates: 4, IgnoredOutgoingRequests: 5, IgnoredIncomingReplies: 6,
+		Invalid: 8, Truncated: 9, KernelDrops: 11}); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP ntpexp_capture_kernel_drops_total Frames the kernel dropped because the capture buffer was full; raise capture.buffer_size if this grows.
+# TYPE ntpexp_capture_kernel_drops_total counter
+ntpexp_capture_kernel_drops_total 11
+# HELP ntpexp_passive_ignored_packets_total NTP packets that are not about the daemon's clients: this host's own upstream requests and the replies to them.
+# TYPE ntpexp_passive_ignored_packets_total counter
+ntpexp_passive_ignored_packets_total{kind="own_reply"} 6
+ntpexp_passive_ignored_packets_total{kind="own_request"} 5
+# HELP ntpexp_passive_pending_requests Requests waiting for the daemon's reply.
+# TYPE ntpexp_passive_pending_requests gauge
+ntpexp_passive_pending_requests 3
+# HELP ntpexp_passive_replies_total Replies of the monitored daemon seen by the capture, by whether they matched a captured request.
+# TYPE ntpexp_passive_replies_total counter
+ntpexp_passive_replies_total{result="matched"} 7
+ntpexp_passive_replies_total{result="unmatched"} 1
+# HELP ntpexp_passive_unanswered_total Requests the monitored daemon left unanswered within the reply timeout (while the capture lost nothing).
+# TYPE ntpexp_passive_unanswered_total counter
+ntpexp_passive_unanswered_total 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "ntpexp_capture_kernel_drops_total",
+		"ntpexp_passive_ignored_packets_total", "ntpexp_passive_pending_requests", "ntpexp_passive_replies_total",
+		"ntpexp_passive_unanswered_total"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 14 {
+		t.Errorf("%d series, err %v; want 14", n, err)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
