@@ -26,7 +26,7 @@ DOCKER_BUILD = $(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg REVISI
 TEST_TIMEOUT ?= 20m
 # Time each fuzz target runs in `make test` (and `make fuzz`).
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./ntp:FuzzParse ./ntp:FuzzRespond
+FUZZ_TARGETS := ./ntp:FuzzParse ./ntp:FuzzRespond ./ntp:FuzzPassive ./ntp:FuzzDecodeFrame
 
 .PHONY: all build run test peers lint bench install clean fuzz build-cmd docker docker-build-cmd
 

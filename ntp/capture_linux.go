@@ -106,10 +106,6 @@ func (c *Capture) Open() error {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return nil, errNoInterface
-	}
 	// Protocol 0: the socket receives nothing until it is bound, so the
 	// filter is in place before the first frame is queued.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -122,6 +118,20 @@ func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
 			unix.Close(fd)
 		}
 	}()
+	// The interface is looked up with ioctls on this socket, in its
+	// network namespace, without netlink (the systemd unit allows only
+	// the socket families it needs).
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return nil, errNoInterface
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			return nil, errNoInterface
+		}
+		return nil, fmt.Errorf("looking up the interface: %w", err)
+	}
+	ifindex := int(ifr.Uint32())
 	link, err := linkTypeOf(fd, name)
 	if err != nil {
 		return nil, err
@@ -146,7 +156,7 @@ func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return nil, fmt.Errorf("enabling kernel timestamps: %w", err)
 	}
-	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}
+	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}
 	if err := unix.Bind(fd, sa); err != nil {
 		return nil, err
 	}

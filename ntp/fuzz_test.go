@@ -3,10 +3,12 @@ package ntp
 import (
 	"bytes"
 	"encoding/hex"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // captureSeeds returns the real client requests in testdata/captures.
@@ -103,6 +105,36 @@ func FuzzRespond(f *testing.F) {
 		}
 		if got := reply[0] & 7; got == ModeReserved || got == ModeControl || got == ModePrivate {
 			t.Fatalf("reply mode %d", got)
+		}
+	})
+}
+
+// FuzzPassive: the passive matcher never panics and stays within its
+// bounds whatever a captured payload holds. Each input is read both as a
+// request and as a reply, from a few clients, with time advancing.
+func FuzzPassive(f *testing.F) {
+	fuzzSeeds(f)
+	col := Consumers(nil)
+	p := NewPassive(PassiveConfig{MaxPending: 8, ReplyTimeout: time.Second}, NewClientTable(4), col)
+	server := netip.MustParseAddrPort("192.0.2.1:123")
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC).UnixNano()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		now += int64(100 * time.Millisecond)
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(len(b) % 3)}), 40000)
+		p.Packet(b, client, server, DirIncoming, now)
+		p.Packet(b, server, client, DirOutgoing, now)
+		p.Packet(b, client, server, DirOther, now)
+		if len(b) >= HeaderLength {
+			// A reply that echoes the request's Transmit.
+			rep := append([]byte(nil), b[:HeaderLength]...)
+			rep[0] = rep[0]&^7 | ModeServer
+			rep[1] = 2
+			copy(rep[24:32], b[40:48])
+			p.Packet(rep, server, client, DirOutgoing, now)
+		}
+		p.Expire(now)
+		if p.n > 8 || len(p.index) > 16 {
+			t.Fatalf("pending %d, index %d: over the bounds", p.n, len(p.index))
 		}
 	})
 }
