@@ -68,6 +68,9 @@ type Capture struct {
 type captureSocket struct {
 	iface string
 	link  LinkType
+	// buffer is the receive buffer the kernel granted (SO_RCVBUF as read
+	// back, which counts its bookkeeping too).
+	buffer int
 	file  *os.File
 	rc    syscall.RawConn
 }
@@ -99,6 +102,13 @@ func (c *Capture) Open() error {
 			return &CaptureError{Interface: name, Err: err}
 		}
 		c.socks = append(c.socks, s)
+		if s.buffer < c.cfg.BufferSize {
+			level.Warn(c.logger).Log("msg", "capture buffer smaller than asked for", "interface", name,
+				"asked_bytes", c.cfg.BufferSize, "granted_bytes", s.buffer,
+				"fix", fmt.Sprintf("raise net.core.rmem_max (sysctl -w net.core.rmem_max=%d), or grant CAP_NET_ADMIN", c.cfg.BufferSize))
+		} else {
+			level.Info(c.logger).Log("msg", "capturing", "interface", name, "buffer_bytes", s.buffer)
+		}
 	}
 	return nil
 }
@@ -153,6 +163,7 @@ func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize)
 	}
+	granted, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return nil, fmt.Errorf("enabling kernel timestamps: %w", err)
 	}
@@ -170,7 +181,7 @@ func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
 		return nil, err
 	}
 	ok = true
-	return &captureSocket{iface: name, link: link, file: f, rc: rc}, nil
+	return &captureSocket{iface: name, link: link, buffer: granted, file: f, rc: rc}, nil
 }
 
 // linkTypeOf asks the kernel for the interface's ARP hardware type (in
