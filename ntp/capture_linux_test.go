@@ -232,3 +232,64 @@ func TestCapturePermissionDenied(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestCaptureVLANTagsInFrame injects Ethernet frames with 802.1Q and
+// 802.1ad tags inside the frame on lo (this kernel has no VLAN devices):
+// sent frames reach the capture as written, tags included, so the
+// kernel runs the filter on tagged frames and the decoder reads them.
+// The request's received copy has its tag moved to metadata by the
+// kernel, as on a real VLAN interface; its sent copy is ignored as this
+// host's own. Only the reply's sent copy, with both tags in the frame,
+// can complete the request (the received one is ignored as a reply to
+// this host).
+func TestCaptureVLANTagsInFrame(t *testing.T) {
+	enterPrivateNetns(t)
+	seen := newCollector()
+	p := NewPassive(PassiveConfig{ReplyTimeout: 300 * time.Millisecond}, NewClientTable(10), seen)
+	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(ctx) }()
+	defer func() {
+		cancel()
+		capt.Shutdown()
+		<-done
+	}()
+
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, _ := unix.NewIfreq("lo")
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		t.Fatal(err)
+	}
+	to := &unix.SockaddrLinklayer{Ifindex: int(ifr.Uint32()), Halen: 6}
+	client := netip.MustParseAddrPort("127.0.0.2:40000")
+	server := netip.MustParseAddrPort("127.0.0.1:123")
+	t2 := TimestampFromTime(time.Now())
+	req := request(Header{Version: 4, Mode: ModeClient, Transmit: 0x1122334455667788})
+	rep := request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 0x1122334455667788, Receive: t2, Transmit: t2 + 1<<12})
+	for _, f := range [][]byte{
+		buildFrame(frameSpec{src: client, dst: server, vlans: []uint16{etherTypeVLAN}, payload: req}),
+		buildFrame(frameSpec{src: server, dst: client, vlans: []uint16{etherTypeQinQ, etherTypeVLAN}, payload: rep}),
+	} {
+		clear(f[:12]) // lo's MAC address: received copies are PACKET_HOST
+		if err := unix.Sendto(fd, f, 0, to); err != nil {
+			t.Fatalf("injecting a frame on lo: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := seen.wait(t, 1)
+	o := got[0]
+	if o.Client != client || o.Local != server || o.Drop != DropNone || o.ServerTransmit != t2+1<<12 || o.Processing != (t2 + 1<<12).Sub(t2) {
+		t.Errorf("observation from tagged frames: %+v", o)
+	}
+	if c := p.Counters(); c.Matched != 1 || c.Invalid != 0 || c.IgnoredOutgoingRequests != 1 || c.IgnoredIncomingReplies != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
