@@ -71,8 +71,8 @@ type captureSocket struct {
 	// buffer is the receive buffer the kernel granted (SO_RCVBUF as read
 	// back, which counts its bookkeeping too).
 	buffer int
-	file  *os.File
-	rc    syscall.RawConn
+	file   *os.File
+	rc     syscall.RawConn
 }
 
 // NewCapture makes a capture; Open opens its sockets.

@@ -286,7 +286,7 @@ func TestCaptureVLANTagsInFrame(t *testing.T) {
 	}
 	got := seen.wait(t, 1)
 	o := got[0]
-	if o.Client != client || o.Local != server || o.Drop != DropNone || o.ServerTransmit != t2+1<<12 || o.Processing != (t2 + 1<<12).Sub(t2) {
+	if o.Client != client || o.Local != server || o.Drop != DropNone || o.ServerTransmit != t2+1<<12 || o.Processing != (t2+1<<12).Sub(t2) {
 		t.Errorf("observation from tagged frames: %+v", o)
 	}
 	if c := p.Counters(); c.Matched != 1 || c.Invalid != 0 || c.IgnoredOutgoingRequests != 1 || c.IgnoredIncomingReplies != 1 {
