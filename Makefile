@@ -71,11 +71,13 @@ lint:
 # the sqlite3 CLI), then ntpexp side by side with chronyd and a UDP echo
 # ceiling under the same load. docs/performance.md records a run.
 BENCH_DURATION ?= 10s
+# Distinct client addresses for the memory-per-client run of `make bench` (0 skips it).
+BENCH_SCALE ?= 1000000
 bench: build
 	$(GO) build -o $(BINDIR)/ ./bench/udpecho
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./ntp/ ./exporter/
 	$(GO) test -run '^$$' -bench . -benchmem ./sqlitestore/
-	$(GO) run ./bench/sidebyside -bin $(BINDIR) -duration $(BENCH_DURATION)
+	$(GO) run ./bench/sidebyside -bin $(BINDIR) -duration $(BENCH_DURATION) -scale $(BENCH_SCALE)
 
 # Installs the binary, the systemd unit (its ExecStart pointed at
 # $(PREFIX)/bin/ntpexp), the example config, dashboards and alert rules.

@@ -50,6 +50,8 @@ type result struct {
 	AllocsPerReq   float64 `json:"allocs_per_request,omitempty"`
 	RSSBytes       float64 `json:"rss_bytes,omitempty"`
 	ServerCPUPerRq float64 `json:"server_cpu_seconds_per_request,omitempty"`
+	// The -scale run.
+	Scale *scaleResult `json:"scale,omitempty"`
 }
 
 var (
@@ -61,6 +63,7 @@ var (
 	pers     = flag.String("personality", "mix", "ntpload client personality")
 	readers  = flag.Int("readers", 1, "ntpexp --ntp.readers")
 	jsonOut  = flag.String("json", "", "also write the results as JSON to this file")
+	scale    = flag.Int("scale", 0, "after the table, send from this many distinct source addresses to ntpexp and to chronyd, each set to track them all, and report RSS per tracked client (0: skip)")
 )
 
 func main() {
@@ -81,6 +84,11 @@ func main() {
 		}
 	}
 	print(os.Stdout, best)
+	if *scale > 0 {
+		n, c := scaleRun("ntpexp", tmp, *scale), scaleRun("chronyd", tmp, *scale)
+		printScale(os.Stdout, n, c)
+		best["scale-ntpexp"], best["scale-chronyd"] = result{Server: "ntpexp", Scale: &n}, result{Server: "chronyd", Scale: &c}
+	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(best, "", "  ")
 		check(os.WriteFile(*jsonOut, b, 0o644))
@@ -106,6 +114,107 @@ func freeTCP() int {
 	check(err)
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// scaleResult is memory with many tracked clients.
+type scaleResult struct {
+	Sources         int     `json:"sources"`
+	Sent            int     `json:"sent"`
+	RSSBeforeBytes  float64 `json:"rss_before_bytes"`
+	RSSAfterBytes   float64 `json:"rss_after_bytes"`
+	Tracked         float64 `json:"tracked_clients"`   // ntpexp only
+	PerClientSeries int     `json:"per_client_series"` // ntpexp only
+	BytesPerClient  float64 `json:"bytes_per_client"`
+	EvictedClients  float64 `json:"evicted_clients"` // ntpexp only
+	SeriesCap       int     `json:"series_cap"`
+}
+
+// scaleRun starts server sized to track n clients, sends one request or
+// more from each of n source addresses (127.1.0.1 on, open loop), and
+// reports its RSS growth per client.
+func scaleRun(server, tmp string, n int) scaleResult {
+	port := freePort()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dir, err := os.MkdirTemp(tmp, "scale-"+server)
+	check(err)
+	var cmd *exec.Cmd
+	web := ""
+	switch server {
+	case "chronyd":
+		// clientloglimit in bytes: room for every client (chrony sizes
+		// its table in powers of two up to this limit).
+		conf := filepath.Join(dir, "chronyd.conf")
+		check(os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.0/8\nlocal stratum 10\ncmdport 0\npidfile %s/pid\ndriftfile %s/drift\nclientloglimit %d\n",
+			port, dir, dir, 1<<30)), 0o644))
+		cmd = exec.Command("chronyd", "-d", "-x", "-u", "root", "-f", conf)
+	case "ntpexp":
+		web = fmt.Sprintf("127.0.0.1:%d", freeTCP())
+		cmd = exec.Command(filepath.Join(*binDir, "ntpexp"), "serve", "--ntp.listen-address", addr, "--web.listen-address", web,
+			"--database.path", filepath.Join(dir, "ntpexp.db"), "--ntp.ratelimit.enabled=false", "--ntp.clock-sync", "assume-synchronized",
+			"--performance.max-cache-size", strconv.Itoa(n), "--monitoring.log-level", "warn")
+	}
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	check(err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	check(cmd.Start())
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	waitUp(addr, false)
+	time.Sleep(2 * time.Second)
+	res := scaleResult{Sources: n, SeriesCap: 256, RSSBeforeBytes: rss(cmd.Process.Pid)}
+	// 40,000 requests/s, within both servers' capacity, for as long as it
+	// takes to visit every source once, plus a second.
+	const rate = 40000
+	d := time.Duration(float64(n)/rate*float64(time.Second)) + time.Second
+	out, err := exec.Command(filepath.Join(*binDir, "ntpload"), "-server", addr, "-json", "-rate", strconv.Itoa(rate),
+		"-duration", d.String(), "-workers", "4", "-sources", strconv.Itoa(n), "-personality", "chrony").Output()
+	check(err)
+	var l load
+	check(json.Unmarshal(out, &l))
+	res.Sent = int(l.Sent)
+	time.Sleep(2 * time.Second)
+	res.RSSAfterBytes = rss(cmd.Process.Pid)
+	clients := float64(n)
+	if web != "" {
+		m := scrape(web)
+		res.Tracked = m["ntpexp_clients_tracked"]
+		res.EvictedClients = m["ntpexp_clients_evicted_total"]
+		for k := range m {
+			if strings.HasPrefix(k, "ntpexp_client_requests_total{") {
+				res.PerClientSeries++
+			}
+		}
+		clients = res.Tracked
+	}
+	if clients > 0 {
+		res.BytesPerClient = (res.RSSAfterBytes - res.RSSBeforeBytes) / clients
+	}
+	return res
+}
+
+func rss(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	check(err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func printScale(w io.Writer, n, c scaleResult) {
+	fmt.Fprintf(w, "\nscale: %d distinct source addresses (%d requests to ntpexp, %d to chronyd)\n", n.Sources, n.Sent, c.Sent)
+	fmt.Fprintf(w, "ntpexp:  %.0f clients tracked (%.0f evicted), RSS %.1f -> %.1f MiB, %.1f bytes per tracked client; per-client series for %d clients (cap %d)\n",
+		n.Tracked, n.EvictedClients, n.RSSBeforeBytes/(1<<20), n.RSSAfterBytes/(1<<20), n.BytesPerClient, n.PerClientSeries, n.SeriesCap)
+	fmt.Fprintf(w, "chronyd: RSS %.1f -> %.1f MiB, %.1f bytes per client (clientloglimit 1 GiB)\n",
+		c.RSSBeforeBytes/(1<<20), c.RSSAfterBytes/(1<<20), c.BytesPerClient)
+	if c.BytesPerClient > 0 {
+		fmt.Fprintf(w, "ntpexp bytes per client vs chronyd: %.2f×\n", n.BytesPerClient/c.BytesPerClient)
+	}
 }
 
 func measure(server, tmp string) result {
