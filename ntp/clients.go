@@ -75,7 +75,8 @@ type tableShard struct {
 }
 
 // NewClientTable makes a table for up to capacity clients. All memory is
-// allocated up front, so the packet path does not allocate.
+// allocated up front, so the packet path does not allocate; large tables
+// live outside the Go heap (makeOffHeap) and are never freed.
 func NewClientTable(capacity int) *ClientTable {
 	if capacity < 1 {
 		capacity = 1
@@ -98,9 +99,9 @@ func NewClientTable(capacity int) *ClientTable {
 		for size*3 < per*4 {
 			size *= 2
 		}
-		s.slots = make([]uint32, size)
+		s.slots = makeOffHeap[uint32](size)
 		s.smask = uint64(size - 1)
-		s.entries = make([]clientEntry, 0, per)
+		s.entries = makeOffHeap[clientEntry](per)[:0]
 	}
 	return t
 }
