@@ -440,7 +440,8 @@ func TestPassiveFloodBounded(t *testing.T) {
 		t.Errorf("clients tracked %v over max-cache-size 1000", m2["ntpexp_clients_tracked"])
 	}
 	reqs := m2["ntpexp_passive_requests_total"]
-	if reqs < 100000 {
+	// 160,000 offered at 20,000/s; a loaded machine may send fewer.
+	if reqs < 80000 {
 		t.Errorf("only %v requests captured", reqs)
 	}
 	if rss1 > rssMid+48<<20 || rss1 > 300<<20 {
