@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,21 @@ func (d *daemon) nsMetrics() map[string]float64 {
 
 func netipPort(host string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(host), port)
+}
+
+// hasSeries reports whether the scrape has a series of the metric name
+// (histogram and summary suffixes included).
+func hasSeries(m map[string]float64, name string) bool {
+	for k := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			return true
+		}
+	}
+	return false
+}
+
+func sumMetricFamily(m map[string]float64, name string) float64 {
+	return sumMetric(m, name) + sumMetric(m, name+"_count")
 }
 
 func sumMetric(m map[string]float64, prefix string) float64 {
@@ -280,6 +296,24 @@ func TestPassiveWatchesChronyd(t *testing.T) {
 		t.Errorf("implementations seen: %v", impls)
 	}
 	m := pas.nsMetrics()
+	// The dashboards work unchanged: every metric their panels query is
+	// exposed by passive ntpexp too.
+	metricRE := regexp.MustCompile(`ntpexp_[a-z_]+`)
+	missing := map[string]bool{}
+	for _, d := range loadDashboards(t) {
+		for _, p := range d.AllPanels() {
+			for _, tg := range p.Targets {
+				for _, name := range metricRE.FindAllString(tg.Expr, -1) {
+					if sumMetricFamily(m, name) == 0 && !hasSeries(m, name) {
+						missing[name] = true
+					}
+				}
+			}
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("dashboard metrics absent in passive mode: %v", missing)
+	}
 	if m["ntpexp_server_stratum"] != 10 {
 		t.Errorf("ntpexp_server_stratum %v, want chronyd's local stratum 10", m["ntpexp_server_stratum"])
 	}
