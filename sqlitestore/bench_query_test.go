@@ -25,7 +25,7 @@ import (
 //	ntpexp-bench-export1m-s<schema>-g<gen>.db   1,000,000 raw rows (about 140 MB)
 //	ntpexp-bench-rollups-s<schema>-g<gen>.db    30 days × 100,000 clients of hourly and daily rollups (several GB)
 
-const benchGenVersion = 3
+const benchGenVersion = 4
 
 // benchExportRows is the size of the export benchmark's database.
 const benchExportRows = 1000000

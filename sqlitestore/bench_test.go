@@ -86,6 +86,7 @@ const benchShift = benchRounds * benchPeriod
 func BenchmarkIngest(b *testing.B) {
 	data := benchObservations()
 	cfg := testConfig(b)
+	cfg.Now = fixedNow // the rows' time: they are current, as a server's are
 	if v := os.Getenv("INGEST_BATCH"); v != "" {
 		cfg.BatchSize, _ = strconv.Atoi(v)
 	}
@@ -116,6 +117,7 @@ func BenchmarkIngestVsBaseline(b *testing.B) {
 		var ratios, writer, base []float64
 		for r := 0; r < 3; r++ {
 			cfg := testConfig(b)
+			cfg.Now = fixedNow // the rows' time: they are current, as a server's are
 			w := ingestRun(b, cfg, data, n)
 			bl := baselineRun(b, filepath.Join(b.TempDir(), "baseline.db"), data, n)
 			writer = append(writer, n/w.Seconds())
@@ -259,7 +261,9 @@ func BenchmarkIngestPaced(b *testing.B) {
 	}
 	data := benchObservationsFor(clients)
 	for i := 0; i < b.N; i++ {
-		s, err := Open(context.Background(), testConfig(b), nil)
+		cfg := testConfig(b)
+		cfg.Now = fixedNow // the rows' time: they are current, as a server's are
+		s, err := Open(context.Background(), cfg, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -116,13 +116,33 @@ func (w *writer) cleanupStep() {
 		// Rows deleted here may still be in the rollup cache.
 		w.rollups.dropBefore(c.rollupCutoff)
 	case phaseDays:
-		// A daily row goes once its whole day is before the cutoff, so
-		// the day holding the cutoff keeps its row, which then still
-		// counts hours whose hourly rows are gone. (Daily rows are not
-		// cached.)
+		// Daily rows go a whole day at a time: the daily rollups' range
+		// starts again at the first midnight at or after the cutoff, so
+		// that they keep holding exactly the hourly rows of their range
+		// (the day holding the cutoff loses its daily row; its remaining
+		// hours are read from the hourly rollups). The range moves first,
+		// so the writer adds no late rows to the days being deleted.
+		from := ceilDay(c.rollupCutoff)
+		if from > w.daysFrom {
+			if _, err = s.db.ExecContext(ctx, `UPDATE retention SET cutoff = ? WHERE name = ?`, from, daysFromName); err != nil {
+				break
+			}
+			w.daysFrom = from
+		}
+		if from > w.daysTo {
+			// Not rolled since before the cutoff (a long stop): the range
+			// restarts empty at from.
+			if _, err = s.db.ExecContext(ctx, `UPDATE retention SET cutoff = ? WHERE name = ?`, from, daysToName); err != nil {
+				break
+			}
+			w.daysTo = from
+		}
+		// Hours before the range are retention's to delete, not the
+		// backfill's to add.
+		w.daysBackfilled = true
 		deleteChunk(`DELETE FROM client_days WHERE (day, client) IN
 			(SELECT day, client FROM client_days WHERE day < ? LIMIT ?)`,
-			dayOf(c.rollupCutoff), &c.result.DailyRollupsDeleted, phaseHours)
+			from, &c.result.DailyRollupsDeleted, phaseHours)
 	case phaseHours:
 		// One row per hour: a single statement, not counted as rollups.
 		var hours int64

@@ -60,6 +60,7 @@ func TestRetentionDeletesInChunks(t *testing.T) {
 	if n := queryInt(t, db, "SELECT count(*) FROM client_days WHERE client = ?", addrBlob(netipMust("192.0.2.3"))); n != 0 {
 		t.Errorf("daily rollups older than rollup retention: %d rows left", n)
 	}
+	checkDailyRollups(t, db, false)
 	if n := queryInt(t, db, "SELECT count(*) FROM clients"); n != 2 {
 		t.Errorf("clients left = %d, want 2", n)
 	}

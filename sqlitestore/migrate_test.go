@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -43,10 +44,10 @@ func schema1DB(t *testing.T, path, src string) {
 
 // TestMigrateFromSchema1 opens databases of schema 1 with this build: an
 // empty one, and one with three days of rollups. Both are migrated to the
-// current schema. The daily rollups of the second start the day after the
-// upgrade, so queries keep reading hourly rollups for the days before:
-// stats and anomalies, over rows written before and after the upgrade,
-// must still match the reference queries on the hourly rollups.
+// current schema at once; the daily rollups of the second are then
+// backfilled by the writer, an hour at a time, and stats and anomalies,
+// over rows written before and after the upgrade, must match the
+// reference queries on the hourly rollups.
 func TestMigrateFromSchema1(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -59,13 +60,12 @@ func TestMigrateFromSchema1(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			src := ""
-			var reqs int64
+			var reqs, oldest int64
 			if tc.withData {
 				// Rows written by this build, copied into a schema 1 file.
 				r := statsFixture(t)
 				src = r.Path()
-				var err error
-				if err = r.db.QueryRow("SELECT sum(requests) FROM client_hours").Scan(&reqs); err != nil {
+				if err := r.db.QueryRow("SELECT sum(requests), min(hour) FROM client_hours").Scan(&reqs, &oldest); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -74,68 +74,122 @@ func TestMigrateFromSchema1(t *testing.T) {
 			cfg.Now = fixedNow
 			schema1DB(t, cfg.Path, src)
 
-			before := time.Now().Unix()
 			s := openStore(t, cfg)
-			after := time.Now().Unix()
 			db := rawDB(t, cfg.Path)
 			if v := queryInt(t, db, "PRAGMA user_version"); v != int64(SchemaVersion()) {
 				t.Fatalf("user_version = %d after migration, want %d", v, SchemaVersion())
 			}
+			// Daily rollups from the hour of the upgrade, or from the start
+			// in a database without rollups yet.
+			if to := queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_to'"); to != hourOf(t0.UnixNano()) {
+				t.Errorf("client_days_to = %d after migration, want the hour of the upgrade %d", to, hourOf(t0.UnixNano()))
+			}
+			if err := s.rollDays(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			from := queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_from'")
 			if tc.withData {
-				// The first whole UTC day after the upgrade.
-				if from%86400 != 0 || from <= before || from > after+86400 {
-					t.Errorf("client_days_from = %d, want the start of the UTC day after %d", from, before)
+				if from != oldest {
+					t.Errorf("client_days_from = %d after the backfill, want the oldest hour %d", from, oldest)
 				}
 				if n := queryInt(t, db, "SELECT sum(requests) FROM client_hours"); n != reqs {
 					t.Errorf("hourly rollups count %d requests after migration, want %d", n, reqs)
 				}
+				want := queryInt(t, db, "SELECT sum(requests) FROM client_hours WHERE hour < ?", hourOf(t0.UnixNano()))
+				if n := queryInt(t, db, "SELECT sum(requests) FROM client_days"); n != want || want == 0 {
+					t.Errorf("daily rollups count %d requests after the backfill, want %d (every hour before the upgrade's)", n, want)
+				}
 			} else if from != math.MinInt64 {
 				t.Errorf("client_days_from = %d in a database without rollups, want %d (daily rows from the start)", from, int64(math.MinInt64))
 			}
-			if n := queryInt(t, db, "SELECT count(*) FROM client_days"); n != 0 {
-				t.Errorf("%d daily rollups right after migration, want 0 (not backfilled)", n)
-			}
 
-			// Write after the upgrade: the days of the fixture get partial
-			// daily rows, which queries must not use.
+			// Write after the upgrade, into the backfilled hours (late rows).
 			data := randomObservations(3, 2000)
 			for i := range data {
 				s.Observe(&data[i])
 			}
 			waitFor(t, "rows written", func() bool { return s.RowsWritten() == uint64(len(data)) })
 			closeStore(t, s)
-			if n := queryInt(t, db, "SELECT count(*) FROM client_days"); n == 0 {
-				t.Errorf("no daily rollups written after migration")
-			}
+			checkDailyRollups(t, db, true)
 			r := openReader(t, cfg.Path)
 			r.SetClock(fixedNow)
-			ctx := context.Background()
-			for _, hours := range []int{3, 24, 48, 100} {
-				got, err := r.Stats(ctx, hours)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want, err := r.refStats(ctx, hours)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if g, w := jsonOf(t, got), jsonOf(t, want); g != w {
-					t.Errorf("Stats(%d):\n got %s\nwant %s", hours, g, w)
-				}
-				o := AnomalyOptions{Hours: hours, OffsetThreshold: 0.004, DelayThreshold: 0.05}
-				gotA, err := r.Anomalies(ctx, o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				wantA, err := r.refAnomalies(ctx, o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if g, w := jsonOf(t, gotA), jsonOf(t, wantA); g != w {
-					t.Errorf("Anomalies(%+v):\n got %s\nwant %s", o, g, w)
-				}
-			}
+			checkQueriesMatchReference(t, r)
 		})
+	}
+}
+
+// checkQueriesMatchReference compares Stats and Anomalies over several
+// windows with the reference queries on the hourly rollups.
+func checkQueriesMatchReference(t *testing.T, r *Reader) {
+	t.Helper()
+	ctx := context.Background()
+	for _, hours := range []int{1, 3, 5, 16, 24, 40, 48, 100} {
+		got, err := r.Stats(ctx, hours)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := r.refStats(ctx, hours)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := jsonOf(t, got), jsonOf(t, want); g != w {
+			t.Errorf("Stats(%d):\n got %s\nwant %s", hours, g, w)
+		}
+		o := AnomalyOptions{Hours: hours, OffsetThreshold: 0.004, DelayThreshold: 0.05}
+		gotA, err := r.Anomalies(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantA, err := r.refAnomalies(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := jsonOf(t, gotA), jsonOf(t, wantA); g != w {
+			t.Errorf("Anomalies(%+v):\n got %s\nwant %s", o, g, w)
+		}
+	}
+}
+
+// TestQueriesUseDailyRollupsOfTheirRange sets the daily rollups to the
+// hours of a range (computed here from the hourly rollups, as they are
+// defined), for ranges ending at, before and within days, with and
+// without a retention cutoff: whatever the range, stats and anomalies
+// must match the reference queries on the hourly rollups.
+func TestQueriesUseDailyRollupsOfTheirRange(t *testing.T) {
+	h := func(d time.Duration) int64 { return hourOf(t0.Add(d).UnixNano()) }
+	ranges := []struct {
+		name     string
+		from, to int64
+	}{
+		{"everything", math.MinInt64, h(time.Hour)},
+		{"up to the current hour", math.MinInt64, h(0)},
+		{"up to midnight", math.MinInt64, dayOf(h(0))},
+		{"within yesterday", h(-30 * time.Hour), h(-20 * time.Hour)},
+		{"from yesterday's midnight", dayOf(h(-24 * time.Hour)), h(-2 * time.Hour)},
+		{"from mid-morning two days ago", h(-50 * time.Hour), h(-time.Hour)},
+		{"none", math.MinInt64, math.MinInt64},
+	}
+	for _, expired := range []bool{false, true} {
+		r := statsFixtureRetained(t, expired)
+		db := rawWriteDB(t, r.Path())
+		for _, rg := range ranges {
+			t.Run(fmt.Sprintf("%s/expired=%v", rg.name, expired), func(t *testing.T) {
+				for _, q := range []string{
+					`DELETE FROM client_days`,
+					`INSERT INTO client_days SELECT hour - (hour % 86400 + 86400) % 86400 AS day, client,
+						sum(requests), sum(drops), sum(rate_limited), sum(kod),
+						sum(offset_count), min(offset_min_ns), max(offset_max_ns),
+						sum(delay_count), min(delay_min_ns), max(delay_max_ns)
+						FROM client_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY day, client`,
+					`UPDATE retention SET cutoff = ?1 WHERE name = 'client_days_from'`,
+					`UPDATE retention SET cutoff = ?2 WHERE name = 'client_days_to'`,
+				} {
+					if _, err := db.Exec(q, rg.from, rg.to); err != nil {
+						t.Fatal(err)
+					}
+				}
+				checkQueriesMatchReference(t, r)
+			})
+		}
 	}
 }

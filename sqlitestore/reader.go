@@ -573,44 +573,110 @@ func (r *Reader) rollupCutoffNS(ctx context.Context, tx *sql.Tx) (int64, error) 
 }
 
 // rollupWindow says which rollup rows hold a window's per-client sums and
-// extremes. Hours in [since, split) are read from client_hours and days
-// from split on from client_days: daily rows are used only for whole days
-// of the window that retention has not cut into (so they hold the same
-// rows as the hourly ones) and that have daily rows (client_days_from).
-//
-// For sums only, a window may instead start with its first day's daily
-// row less the hours of that day before since, when that row is complete
-// (subtractFrom is the day's start, or math.MaxInt64 when it is not).
+// extremes: hourly rows in [headFrom, headTo) (subtracted when headSign
+// is -1), daily rows of the days in [dayFrom, dayTo), and hourly rows from
+// tailFrom on. client_days holds the hours in [client_days_from,
+// client_days_to) (days.go), so a day's daily row stands for the day's
+// hours in that range; it is used only for days from the window's start,
+// from client_days_from and from the client_hours retention cutoff on
+// (so that it holds the same rows as the hourly rollups), and hours from
+// client_days_to on come from the hourly rollups.
 type rollupWindow struct {
-	since, split int64
-	subtractFrom int64
+	headFrom, headTo int64
+	headSign         int64
+	dayFrom, dayTo   int64
+	tailFrom         int64
+	// rows is about how many rows a client active throughout the window
+	// has in it.
+	rows int64
 }
 
-func ceilDay(sec int64) int64 { return -dayOf(-sec) }
+// ceilDay returns the start of the first UTC day at or after sec,
+// leaving values near the minimum integer (no bound) alone.
+func ceilDay(sec int64) int64 {
+	if sec < math.MinInt64/2 {
+		return sec
+	}
+	return -dayOf(-sec)
+}
 
-func (r *Reader) rollupWindow(ctx context.Context, tx *sql.Tx, since int64) (rollupWindow, error) {
+// rollupWindow plans the window of hours whole hours starting at since.
+// With sums, the window may also start with its first day's daily row
+// less that day's hours before since, when that reads fewer rows.
+func (r *Reader) rollupWindow(ctx context.Context, tx *sql.Tx, since int64, hours int, sums bool) (rollupWindow, error) {
 	cutoffNS, err := r.rollupCutoffNS(ctx, tx)
 	if err != nil {
 		return rollupWindow{}, err
 	}
 	cutoff := cutoffNS / int64(time.Second)
-	daysFrom := int64(math.MinInt64)
-	err = tx.QueryRowContext(ctx, `SELECT cutoff FROM retention WHERE name = 'client_days_from'`).Scan(&daysFrom)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return rollupWindow{}, explain(r.path, err)
+	get := func(name string) (int64, bool, error) {
+		var v int64
+		err := tx.QueryRowContext(ctx, `SELECT cutoff FROM retention WHERE name = ?`, name).Scan(&v)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, explain(r.path, err)
+		}
+		return v, true, nil
 	}
-	w := rollupWindow{since: since, subtractFrom: math.MaxInt64}
-	w.split = max(ceilDay(max(since, cutoff)), daysFrom)
-	if first := dayOf(since); first >= cutoff && first >= daysFrom {
-		w.subtractFrom = first
+	from, okFrom, err := get(daysFromName)
+	if err != nil {
+		return rollupWindow{}, err
 	}
-	return w, nil
+	to, okTo, err := get(daysToName)
+	if err != nil {
+		return rollupWindow{}, err
+	}
+	end := since + int64(hours)*3600 // the end of the current hour
+	cost := func(w rollupWindow) int64 {
+		n := max(min(w.headTo, end)-w.headFrom, 0)/3600 + max(end-w.tailFrom, 0)/3600
+		if to := min(w.dayTo, end); to > w.dayFrom {
+			n += (ceilDay(to) - w.dayFrom) / 86400
+		}
+		return n
+	}
+	hourly := rollupWindow{headSign: 1, tailFrom: since}
+	hourly.rows = cost(hourly)
+	if !okFrom || !okTo || since >= to {
+		return hourly, nil
+	}
+	best := hourly
+	if first := max(ceilDay(since), ceilDay(from), ceilDay(cutoff)); first < to {
+		w := rollupWindow{headFrom: since, headTo: first, headSign: 1, dayFrom: first, dayTo: to, tailFrom: to}
+		if w.rows = cost(w); w.rows < best.rows {
+			best = w
+		}
+	}
+	if first := dayOf(since); sums && first >= from && first >= cutoff {
+		w := rollupWindow{headFrom: first, headTo: since, headSign: -1, dayFrom: first, dayTo: to, tailFrom: to}
+		if w.rows = cost(w); w.rows < best.rows {
+			best = w
+		}
+	}
+	return best, nil
 }
 
-// subtract reports whether a window's sums are cheaper to read as its
-// first day's daily row less that day's hours before since.
-func (w rollupWindow) subtract() bool {
-	return w.subtractFrom != math.MaxInt64 && w.since-w.subtractFrom < w.split-w.since
+// args returns the window's bounds in the order of windowParts' ?2 to ?7.
+func (w rollupWindow) args() []any {
+	return []any{w.headSign, w.headFrom, w.headTo, w.dayFrom, w.dayTo, w.tailFrom}
+}
+
+// windowParts selects cols (with n, d: requests and drops, signed) of a
+// client's rows (?1) in a window (?2 to ?7, rollupWindow.args), or of
+// every client's when client is false.
+func windowParts(cols string, client bool) string {
+	c := ""
+	if client {
+		c = "client = ?1 AND "
+	}
+	signed := strings.NewReplacer("?sign", "?2").Replace(cols)
+	plain := strings.NewReplacer("?sign * ", "").Replace(cols)
+	return `SELECT ` + signed + ` FROM client_hours WHERE ` + c + `hour >= ?3 AND hour < ?4
+		UNION ALL
+		SELECT ` + plain + ` FROM client_days WHERE ` + c + `day >= ?5 AND day < ?6
+		UNION ALL
+		SELECT ` + plain + ` FROM client_hours WHERE ` + c + `hour >= ?7`
 }
 
 func maxPtr(a, b *int64) *int64 {
@@ -682,25 +748,13 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 		return ts
 	}
 
-	rw, err := r.rollupWindow(ctx, tx, since)
+	rw, err := r.rollupWindow(ctx, tx, since, hours, true)
 	if err != nil {
 		return nil, err
 	}
-	// The rows that give a client's window sums: hourly rows in
-	// [hourFrom, hourTo), added (sign 1) or subtracted (sign -1), and
-	// daily rows from dayFrom on.
-	sign, hourFrom, hourTo, dayFrom := int64(1), since, rw.split, rw.split
-	if rw.subtract() {
-		sign, hourFrom, hourTo, dayFrom = -1, rw.subtractFrom, since, rw.subtractFrom
-	}
-	nowHour := since + int64(hours-1)*3600
-	days := int64(0)
-	if dayFrom <= nowHour {
-		days = (nowHour-dayFrom)/86400 + 1
-	}
 	// A client's window rows at most; the scan reads about that many per
 	// client of the window.
-	perClient := min((hourTo-hourFrom)/3600, int64(hours)) + days
+	perClient := max(rw.rows, 1)
 
 	// A visit reads up to perClient index entries and rows at random; the
 	// scan reads the window's rows in order, a few times cheaper each.
@@ -718,10 +772,8 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
-	sumIn, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(n), 0), coalesce(sum(d), 0) FROM (
-		SELECT ?2 * requests AS n, ?2 * drops AS d FROM client_hours WHERE client = ?1 AND hour >= ?3 AND hour < ?4
-		UNION ALL
-		SELECT requests, drops FROM client_days WHERE client = ?1 AND day >= ?5)`)
+	sumIn, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(n), 0), coalesce(sum(d), 0) FROM (`+
+		windowParts(`?sign * requests AS n, ?sign * drops AS d`, true)+`)`)
 	if err != nil {
 		cands.Close()
 		return nil, explain(r.path, err)
@@ -777,7 +829,7 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 				return nil, explain(r.path, err)
 			}
 			c.req, c.drp = lifetime-req, drops-drp
-		} else if err := sumIn.QueryRowContext(ctx, c.client, sign, hourFrom, hourTo, dayFrom).Scan(&c.req, &c.drp); err != nil {
+		} else if err := sumIn.QueryRowContext(ctx, append([]any{c.client}, rw.args()...)...).Scan(&c.req, &c.drp); err != nil {
 			cands.Close()
 			return nil, explain(r.path, err)
 		}
@@ -796,11 +848,9 @@ func (r *Reader) topTalkers(ctx context.Context, tx *sql.Tx, since int64, hours 
 	// The scan: the plain query over the hour and day ranges of the
 	// primary keys (in order, no lookups).
 	top = top[:0]
-	rows, err := tx.QueryContext(ctx, `SELECT client, sum(n) AS total, sum(d) FROM (
-		SELECT client, ?1 * requests AS n, ?1 * drops AS d FROM client_hours WHERE hour >= ?2 AND hour < ?3
-		UNION ALL
-		SELECT client, requests, drops FROM client_days WHERE day >= ?4)
-		GROUP BY client HAVING total > 0 ORDER BY total DESC, client LIMIT ?5`, sign, hourFrom, hourTo, dayFrom, topTalkerCount)
+	rows, err := tx.QueryContext(ctx, `SELECT client, sum(n) AS total, sum(d) FROM (`+
+		windowParts(`client, ?sign * requests AS n, ?sign * drops AS d`, false)+`)
+		GROUP BY client HAVING total > 0 ORDER BY total DESC, client LIMIT ?1`, append([]any{topTalkerCount}, rw.args()...)...)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
@@ -891,19 +941,15 @@ func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies
 		AND (c.max_offset_ns > ? OR c.min_offset_ns < ? OR c.max_delay_ns > ? OR c.rate_limited > 0)`
 	const latest = `c.last_offset_ns, c.last_offset_at_ns, c.last_delay_ns, c.last_delay_at_ns,
 		c.last_method, c.last_seen_ns, c.last_implementation`
-	rw, err := r.rollupWindow(ctx, tx, since)
+	rw, err := r.rollupWindow(ctx, tx, since, hours, false)
 	if err != nil {
 		return nil, err
 	}
-	// A candidate's window: its hourly rows up to the split, its daily
-	// rows from there.
-	const rollupCols = `offset_count AS oc, offset_min_ns AS omin, offset_max_ns AS omax,
-		delay_count AS dc, delay_max_ns AS dmax, rate_limited AS rl, kod, requests AS n`
+	// A candidate's window rows (see rollupWindow).
 	inWindow, err := tx.PrepareContext(ctx, `SELECT coalesce(sum(oc), 0), min(omin), max(omax),
-		coalesce(sum(dc), 0), max(dmax), coalesce(sum(rl), 0), coalesce(sum(kod), 0), coalesce(sum(n), 0) FROM (
-			SELECT `+rollupCols+` FROM client_hours WHERE client = ?1 AND hour >= ?2 AND hour < ?3
-			UNION ALL
-			SELECT `+rollupCols+` FROM client_days WHERE client = ?1 AND day >= ?3)`)
+		coalesce(sum(dc), 0), max(dmax), coalesce(sum(rl), 0), coalesce(sum(kod), 0), coalesce(sum(n), 0) FROM (`+
+		windowParts(`offset_count AS oc, offset_min_ns AS omin, offset_max_ns AS omax,
+			delay_count AS dc, delay_max_ns AS dmax, rate_limited AS rl, kod, requests AS n`, true)+`)`)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
@@ -975,7 +1021,7 @@ func (r *Reader) anomalyCandidates(ctx context.Context, rows *sql.Rows, window *
 			return nil, err
 		}
 		if window != nil {
-			if err := window.QueryRowContext(ctx, cl, rw.since, rw.split).Scan(&offCount, &offMin, &offMax,
+			if err := window.QueryRowContext(ctx, append([]any{cl}, rw.args()...)...).Scan(&offCount, &offMin, &offMax,
 				&delayCount, &delayMax, &rl, &kod, &reqs); err != nil {
 				return nil, explain(r.path, err)
 			}

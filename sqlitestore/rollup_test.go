@@ -1,10 +1,13 @@
 package sqlitestore
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,30 +116,8 @@ func TestRollupsMatchRawRows(t *testing.T) {
 		}
 	}
 
-	// Daily rollups against raw rows, and against the hourly rollups.
-	for _, q := range []string{
-		`SELECT time_ns / 86400000000000 * 86400 AS day, client, count(*),
-			sum(drop_reason != 0), sum(drop_reason = 7), sum(kod),
-			count(offset_ns), min(offset_ns), max(offset_ns), NULL,
-			count(delay_ns), min(delay_ns), max(delay_ns), NULL
-			FROM observations GROUP BY day, client`,
-		`SELECT hour / 86400 * 86400 AS day, client, sum(requests), sum(drops), sum(rate_limited), sum(kod),
-			sum(offset_count), min(offset_min_ns), max(offset_max_ns), NULL,
-			sum(delay_count), min(delay_min_ns), max(delay_max_ns), NULL
-			FROM client_hours GROUP BY day, client`,
-	} {
-		want := scanAggs(q)
-		days := scanAggs(`SELECT day, client, requests, drops, rate_limited, kod,
-			offset_count, offset_min_ns, offset_max_ns, NULL,
-			delay_count, delay_min_ns, delay_max_ns, NULL FROM client_days`)
-		if len(days) < 5 || len(days) != len(want) {
-			t.Fatalf("%d daily rollup rows, want %d", len(days), len(want))
-		}
-		for k, w := range want {
-			if got := days[k]; got != w {
-				t.Errorf("daily rollup %s:\n got %+v\nwant %+v", k, got, w)
-			}
-		}
+	if n := checkDailyRollups(t, db, true); n < 5 {
+		t.Errorf("only %d daily rollup rows", n)
 	}
 
 	// Histograms, tallies and bitmasks against the observations in Go.
@@ -246,5 +227,126 @@ func TestRollupsMatchRawRows(t *testing.T) {
 	}
 	if nc != 5 {
 		t.Errorf("%d clients, want 5", nc)
+	}
+}
+
+// checkDailyRollups checks that client_days holds exactly the hourly
+// rollups, and (withRaw, when retention has not deleted raw rows) the raw
+// rows, of the hours in its range [client_days_from, client_days_to),
+// summed per client and UTC day, and returns how many rows it has.
+func checkDailyRollups(t *testing.T, db *sql.DB, withRaw bool) int {
+	t.Helper()
+	from := queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_from'")
+	to := queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_to'")
+	type agg struct {
+		requests, drops, rateLimited, kod  int64
+		offCount, delayCount               int64
+		offMin, offMax, delayMin, delayMax sql.NullInt64
+	}
+	scan := func(q string, args ...any) map[string]agg {
+		rows, err := db.Query(q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		m := map[string]agg{}
+		for rows.Next() {
+			var day int64
+			var client []byte
+			var a agg
+			if err := rows.Scan(&day, &client, &a.requests, &a.drops, &a.rateLimited, &a.kod,
+				&a.offCount, &a.offMin, &a.offMax, &a.delayCount, &a.delayMin, &a.delayMax); err != nil {
+				t.Fatal(err)
+			}
+			m[fmt.Sprintf("%d %x", day, client)] = a
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	days := scan(`SELECT day, client, requests, drops, rate_limited, kod,
+		offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns FROM client_days`)
+	const hour = `(time_ns / 3600000000000) * 3600`
+	wants := map[string]map[string]agg{
+		"hourly rollups": scan(`SELECT hour / 86400 * 86400 AS day, client, sum(requests), sum(drops), sum(rate_limited), sum(kod),
+			sum(offset_count), min(offset_min_ns), max(offset_max_ns), sum(delay_count), min(delay_min_ns), max(delay_max_ns)
+			FROM client_hours WHERE hour >= ? AND hour < ? GROUP BY day, client`, from, to),
+	}
+	if withRaw {
+		wants["raw rows"] = scan(`SELECT time_ns / 86400000000000 * 86400 AS day, client, count(*),
+			sum(drop_reason != 0), sum(drop_reason = 7), sum(kod),
+			count(offset_ns), min(offset_ns), max(offset_ns), count(delay_ns), min(delay_ns), max(delay_ns)
+			FROM observations WHERE `+hour+` >= ? AND `+hour+` < ? GROUP BY day, client`, from, to)
+	}
+	for name, want := range wants {
+		if len(days) != len(want) {
+			t.Errorf("%d daily rollup rows, %s of [%d, %d) make %d", len(days), name, from, to, len(want))
+		}
+		for k, w := range want {
+			if got := days[k]; got != w {
+				t.Errorf("daily rollup %s:\n got %+v\nwant %+v (%s of [%d, %d))", k, got, w, name, from, to)
+			}
+		}
+	}
+	return len(days)
+}
+
+// TestDailyRollupsRollForward moves the clock on while writing: rows of
+// the current hour are left to the roll step, which adds each hour once
+// it is over; rows arriving later for rolled hours are added as written.
+func TestDailyRollupsRollForward(t *testing.T) {
+	var now atomic.Int64
+	now.Store(t0.Add(-20 * time.Hour).UnixNano()) // 19:30 the day before t0
+	cfg := testConfig(t)
+	cfg.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	s := openStore(t, cfg)
+	db := rawDB(t, cfg.Path)
+	write := func(data []ntp.Observation) {
+		t.Helper()
+		w := s.RowsWritten()
+		for i := range data {
+			s.Observe(&data[i])
+		}
+		waitFor(t, "rows written", func() bool { return s.RowsWritten() == w+uint64(len(data)) })
+	}
+	// Rows from 5 hours before the clock to the clock's hour, then the
+	// clock moves across midnight, then late rows for the hours before.
+	at := func(seed uint64, n int, shift time.Duration) []ntp.Observation {
+		data := randomObservations(seed, n)
+		for i := range data {
+			data[i].Received = data[i].Received.Add(shift)
+		}
+		return data
+	}
+	tests := []struct {
+		name     string
+		clock    time.Duration // from t0
+		data     []ntp.Observation
+		wantFrom int64
+		wantTo   time.Duration // from t0, hour
+	}{
+		{"before", -20 * time.Hour, at(4, 1500, -20*time.Hour), math.MinInt64, -20*time.Hour - 30*time.Minute},
+		{"after midnight", -10 * time.Hour, at(5, 1500, -10*time.Hour), math.MinInt64, -10*time.Hour - 30*time.Minute},
+		{"late rows", -10 * time.Hour, at(6, 1500, -17*time.Hour), math.MinInt64, -10*time.Hour - 30*time.Minute},
+		{"next hour", -9 * time.Hour, nil, math.MinInt64, -9*time.Hour - 30*time.Minute},
+	}
+	for _, tc := range tests {
+		now.Store(t0.Add(tc.clock).UnixNano())
+		write(tc.data)
+		if err := s.rollDays(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		from := queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_from'")
+		to := queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_to'")
+		if from != tc.wantFrom || to != t0.Add(tc.wantTo).Unix() {
+			t.Errorf("%s: daily rollups of [%d, %d), want [%d, %d)", tc.name, from, to, tc.wantFrom, t0.Add(tc.wantTo).Unix())
+		}
+		if n := checkDailyRollups(t, db, true); n == 0 {
+			t.Errorf("%s: no daily rollups", tc.name)
+		}
+		if n := queryInt(t, db, "SELECT count(*) FROM observations WHERE time_ns >= ?", to*int64(time.Second)); n == 0 && tc.data != nil {
+			t.Errorf("%s: no rows after the daily rollups' range: the test does not test the roll step", tc.name)
+		}
 	}
 }

@@ -87,22 +87,6 @@ ON CONFLICT (hour, client) DO UPDATE SET
 	implementations = excluded.implementations, methods = excluded.methods`
 )
 
-// sqlUpsertDay adds a transaction's rows of one client and day to its
-// client_days row. Daily rows are not cached: the merge is done here, so
-// one statement per distinct client and day per transaction suffices.
-const sqlUpsertDay = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
-	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
-ON CONFLICT (day, client) DO UPDATE SET
-	requests = requests + excluded.requests, drops = drops + excluded.drops,
-	rate_limited = rate_limited + excluded.rate_limited, kod = kod + excluded.kod,
-	offset_count = offset_count + excluded.offset_count,
-	offset_min_ns = min(coalesce(offset_min_ns, excluded.offset_min_ns), coalesce(excluded.offset_min_ns, offset_min_ns)),
-	offset_max_ns = max(coalesce(offset_max_ns, excluded.offset_max_ns), coalesce(excluded.offset_max_ns, offset_max_ns)),
-	delay_count = delay_count + excluded.delay_count,
-	delay_min_ns = min(coalesce(delay_min_ns, excluded.delay_min_ns), coalesce(excluded.delay_min_ns, delay_min_ns)),
-	delay_max_ns = max(coalesce(delay_max_ns, excluded.delay_max_ns), coalesce(excluded.delay_max_ns, delay_max_ns))`
-
 const (
 	totalsColumns = `clients, requests, drops, offset_count, offset_min_ns, offset_max_ns,
 	abs_offset_lo_ns, abs_offset_hi_ns, delay_count, delay_min_ns, delay_max_ns,
@@ -147,11 +131,16 @@ type writer struct {
 	hourIdx    map[hourRef]int32
 	hourAggs   []hourChain
 	dayIdx     map[hourRef]int32 // hour holds the day
-	dayAggs    []dayAgg
-	next       []int32 // next row of the same (hour, client), -1 at the end
-	rowNext    []int32 // next row of the same client, -1 at the end
-	order      []int32 // clientAggs indices sorted by stored address
-	rank       []int32 // a clientAggs index's position in order
+	dayAggs    []dayAgg          // of late rows: hours in [daysFrom, daysTo)
+
+	// The daily rollups hold the hours in [daysFrom, daysTo) (days.go).
+	daysFrom, daysTo int64
+	daysBackfilled   bool
+	rollRetryAt      time.Time
+	next             []int32 // next row of the same (hour, client), -1 at the end
+	rowNext          []int32 // next row of the same client, -1 at the end
+	order            []int32 // clientAggs indices sorted by stored address
+	rank             []int32 // a clientAggs index's position in order
 
 	rollups rollupCache
 
@@ -274,6 +263,9 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 		oneArg:     namedValues(1),
 		dest:       make([]driver.Value, 18),
 	}
+	if err := w.loadDays(ctx); err != nil {
+		return nil, err
+	}
 	// Check the statements once, so a schema mismatch fails Open.
 	err := w.withConn(ctx, func(c driver.Conn) error {
 		st, err := prepareStmts(c)
@@ -340,6 +332,8 @@ func (w *writer) run() {
 					}
 					if w.cleanup != nil && !stopping {
 						w.cleanupStep()
+					} else if !stopping && w.rollDue() {
+						w.roll()
 					}
 					continue
 				}
@@ -358,6 +352,11 @@ func (w *writer) run() {
 		}
 		if w.cleanup != nil && !w.failing && !stopping {
 			w.cleanupStep()
+			continue
+		}
+		// So do the daily rollups' steps.
+		if !w.failing && !stopping && w.rollDue() {
+			w.roll()
 			continue
 		}
 
@@ -1099,14 +1098,17 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 			w.hourIdx[ref] = int32(len(w.hourAggs))
 			w.hourAggs = append(w.hourAggs, hourChain{hour: ref.hour, client: ci, head: int32(i), tail: int32(i)})
 		}
-		dref := hourRef{hour: dayOf(ref.hour), client: ci}
-		di, ok := w.dayIdx[dref]
-		if !ok {
-			di = int32(len(w.dayAggs))
-			w.dayIdx[dref] = di
-			w.dayAggs = append(w.dayAggs, dayAgg{day: dref.hour, client: ci})
+		if ref.hour >= w.daysFrom && ref.hour < w.daysTo {
+			// A late row: its hour is already in the daily rollups.
+			dref := hourRef{hour: dayOf(ref.hour), client: ci}
+			di, ok := w.dayIdx[dref]
+			if !ok {
+				di = int32(len(w.dayAggs))
+				w.dayIdx[dref] = di
+				w.dayAggs = append(w.dayAggs, dayAgg{day: dref.hour, client: ci})
+			}
+			w.dayAggs[di].add(o)
 		}
-		w.dayAggs[di].add(o)
 	}
 
 	n := len(w.clientAggs)

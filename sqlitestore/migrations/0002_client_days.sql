@@ -21,13 +21,16 @@ CREATE TABLE client_days (
 ) WITHOUT ROWID;
 CREATE INDEX client_days_client ON client_days (client, day);
 
--- Daily rows exist, complete, from the day recorded as client_days_from
--- (Unix seconds of a UTC day's start). A new database has them from the
--- start. A database upgraded from schema 1 is not backfilled here (that
--- would sort every hourly row while the server waits to start): its daily
--- rows start with the first whole UTC day after the upgrade, and queries
--- read hourly rows for the days before.
+-- client_days holds exactly the client_hours rows of the hours in
+-- [client_days_from, client_days_to) (retention rows, Unix seconds of
+-- hours), summed per client and day: the writer adds a completed hour's
+-- rows to client_days and moves client_days_to past it, adds rows that
+-- arrive late for hours in the range as it writes them, and, in a
+-- database upgraded from schema 1, moves client_days_from back an hour at
+-- a time, adding each older hour's rows. Nothing is copied here, so the
+-- upgrade is instant whatever the database's size. A database without
+-- rollups yet is complete from the start; the writer sets client_days_to
+-- (and, for an upgraded database, client_days_from) to the current hour
+-- when it first opens it.
 INSERT INTO retention (name, cutoff)
-SELECT 'client_days_from', CASE
-    WHEN EXISTS (SELECT 1 FROM client_hours) THEN (unixepoch() / 86400 + 1) * 86400
-    ELSE -9223372036854775808 END;
+SELECT 'client_days_from', -9223372036854775808 WHERE NOT EXISTS (SELECT 1 FROM client_hours);
