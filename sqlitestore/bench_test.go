@@ -3,12 +3,14 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -306,5 +308,88 @@ func BenchmarkTakeChunk(b *testing.B) {
 		if s.take(dst) != len(dst) {
 			b.Fatal("short take")
 		}
+	}
+}
+
+// BenchmarkIngestSustained writes INGEST_ROWS rows (default 6,000,000) of
+// the benchmark load (INGEST_CLIENTS clients, default 10,000) through the
+// writer as fast as it takes them, and reports its rate over each million
+// rows: how the rate falls as the database grows. With
+// INGEST_DROP_INDEX=name, that index of the observations table is dropped
+// first (an experiment: which index pages cost the writer what); with
+// INGEST_WAL_PAGES=n, the writer checkpoints the WAL at n pages instead of
+// 16384; with INGEST_CACHE_KIB=n, its page cache is n KiB.
+func BenchmarkIngestSustained(b *testing.B) {
+	saved := writerPragmas
+	b.Cleanup(func() { writerPragmas = saved })
+	if v, err := strconv.Atoi(os.Getenv("INGEST_WAL_PAGES")); err == nil && v > 0 {
+		writerPragmas = append([]string{fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", v),
+			fmt.Sprintf("PRAGMA journal_size_limit = %d", v*4096)}, saved[2:]...)
+	}
+	if v, err := strconv.Atoi(os.Getenv("INGEST_CACHE_KIB")); err == nil && v > 0 {
+		writerPragmas = append(append([]string{}, writerPragmas...), fmt.Sprintf("PRAGMA cache_size = -%d", v))
+	}
+	rows := 6000000
+	if v, err := strconv.Atoi(os.Getenv("INGEST_ROWS")); err == nil && v > 0 {
+		rows = v
+	}
+	clients := benchClients
+	if v, err := strconv.Atoi(os.Getenv("INGEST_CLIENTS")); err == nil && v > 0 {
+		clients = v
+	}
+	data := benchObservationsFor(clients)
+	for i := 0; i < b.N; i++ {
+		cfg := testConfig(b)
+		cfg.Now = fixedNow // the rows' time: they are current, as a server's are
+		if idx := os.Getenv("INGEST_DROP_INDEX"); idx != "" {
+			s, err := Open(context.Background(), cfg, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close(context.Background())
+			db, err := sql.Open("sqlite3", writerDSN(cfg.Path))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := db.Exec("DROP INDEX " + idx); err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}
+		s, err := Open(context.Background(), cfg, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const segment = 1000000
+		high := s.QueueCapacity() - 1000
+		start := time.Now()
+		segStart := start
+		var rates []string
+		for n := 0; n < rows; n++ {
+			for s.QueueLength() > high {
+				time.Sleep(50 * time.Microsecond)
+			}
+			o := data[n%len(data)]
+			o.Received = o.Received.Add(time.Duration(n/len(data)) * benchShift)
+			s.Observe(&o)
+			if (n+1)%segment == 0 {
+				// Rows written by now, over the segment's time: the queue
+				// holds at most its capacity, a small part of a segment.
+				now := time.Now()
+				rate := float64(segment) / now.Sub(segStart).Seconds()
+				rates = append(rates, fmt.Sprintf("%dM: %.0f", (n+1)/segment, rate))
+				b.ReportMetric(rate, fmt.Sprintf("rows/s-%dM", (n+1)/segment))
+				segStart = now
+			}
+		}
+		if err := s.Close(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		el := time.Since(start)
+		if s.RowsDropped() != 0 || s.RowsWritten() != uint64(rows) {
+			b.Fatalf("dropped %d, written %d of %d", s.RowsDropped(), s.RowsWritten(), rows)
+		}
+		b.Logf("rows/s per million rows: %s; overall %.0f; database %d MB", strings.Join(rates, ", "),
+			float64(rows)/el.Seconds(), fileSize(cfg.Path)>>20)
 	}
 }
