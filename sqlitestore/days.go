@@ -109,7 +109,11 @@ func (w *writer) rollDue() bool {
 	if time.Now().Before(w.rollRetryAt) {
 		return false
 	}
-	return w.daysTo < hourOf(w.s.cfg.Now().UnixNano()) || !w.daysBackfilled
+	if w.daysTo < hourOf(w.s.cfg.Now().UnixNano()) {
+		return true
+	}
+	// The backfill is not urgent: it waits while requests queue up.
+	return !w.daysBackfilled && w.s.QueueLength() < w.s.cfg.BatchSize
 }
 
 // roll runs a roll step between batches; after a failure (other than
@@ -177,16 +181,4 @@ func (w *writer) rollStep(ctx context.Context) (bool, error) {
 		w.daysFrom = next
 	}
 	return true, nil
-}
-
-// rollDays runs roll steps until the daily rollups are up to date.
-func (s *Store) rollDays(ctx context.Context) error {
-	return s.do(ctx, func(ctx context.Context) error {
-		for s.w.rollDue() {
-			if _, err := s.w.rollStep(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }

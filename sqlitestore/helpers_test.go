@@ -172,3 +172,15 @@ func (b *syncBuffer) String() string {
 type netipAddr = netip.Addr
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// rollDays runs the writer's daily rollup steps until they are up to date.
+func (s *Store) rollDays(ctx context.Context) error {
+	return s.do(ctx, func(ctx context.Context) error {
+		for s.w.rollDue() {
+			if _, err := s.w.rollStep(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
