@@ -126,7 +126,7 @@ func TestMigrateFromSchema1(t *testing.T) {
 func checkQueriesMatchReference(t *testing.T, r *Reader) {
 	t.Helper()
 	ctx := context.Background()
-	for _, hours := range []int{1, 3, 5, 16, 24, 40, 48, 100} {
+	for _, hours := range []int{1, 3, 5, 16, 24, 35, 40, 48, 100} {
 		got, err := r.Stats(ctx, hours)
 		if err != nil {
 			t.Fatal(err)
@@ -163,14 +163,19 @@ func TestQueriesUseDailyRollupsOfTheirRange(t *testing.T) {
 	ranges := []struct {
 		name     string
 		from, to int64
+		cutoff   int64 // if not 0, retention then deletes hourly rollups before it
 	}{
-		{"everything", math.MinInt64, h(time.Hour)},
-		{"up to the current hour", math.MinInt64, h(0)},
-		{"up to midnight", math.MinInt64, dayOf(h(0))},
-		{"within yesterday", h(-30 * time.Hour), h(-20 * time.Hour)},
-		{"from yesterday's midnight", dayOf(h(-24 * time.Hour)), h(-2 * time.Hour)},
-		{"from mid-morning two days ago", h(-50 * time.Hour), h(-time.Hour)},
-		{"none", math.MinInt64, math.MinInt64},
+		{"everything", math.MinInt64, h(time.Hour), 0},
+		{"up to the current hour", math.MinInt64, h(0), 0},
+		{"up to midnight", math.MinInt64, dayOf(h(0)), 0},
+		{"within yesterday", h(-30 * time.Hour), h(-20 * time.Hour), 0},
+		{"from yesterday's midnight", dayOf(h(-24 * time.Hour)), h(-2 * time.Hour), 0},
+		{"from mid-morning two days ago", h(-50 * time.Hour), h(-time.Hour), 0},
+		{"none", math.MinInt64, math.MinInt64, 0},
+		// Last, as it deletes rollups: a cutoff early in yesterday, whose
+		// daily row then holds hours that are gone from the hourly
+		// rollups (35 hours start at 05:00 yesterday).
+		{"cut at 03:00 yesterday", math.MinInt64, h(0), dayOf(h(-24*time.Hour)) + 3*3600},
 	}
 	for _, expired := range []bool{false, true} {
 		r := statsFixtureRetained(t, expired)
@@ -189,6 +194,18 @@ func TestQueriesUseDailyRollupsOfTheirRange(t *testing.T) {
 				} {
 					if _, err := db.Exec(q, rg.from, rg.to); err != nil {
 						t.Fatal(err)
+					}
+				}
+				if rg.cutoff != 0 {
+					for _, q := range []string{
+						`DELETE FROM client_hours WHERE hour < ?1`,
+						`DELETE FROM hours WHERE hour < ?1`,
+						`INSERT INTO retention (name, cutoff) VALUES ('client_hours', ?1)
+							ON CONFLICT (name) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)`,
+					} {
+						if _, err := db.Exec(q, rg.cutoff); err != nil {
+							t.Fatal(err)
+						}
 					}
 				}
 				checkQueriesMatchReference(t, r)
