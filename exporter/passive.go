@@ -38,7 +38,7 @@ func RegisterPassive(reg prometheus.Registerer, s PassiveStats) error {
 		pendingCap: d("ntpexp_passive_pending_capacity", "Most requests that may wait for a reply at once (capture.max_pending)."),
 		overflows:  d("ntpexp_passive_pending_overflows_total", "Requests pushed out of a full pending table before their reply could be seen."),
 		dups:       d("ntpexp_passive_duplicate_requests_total", "Requests identical to one still waiting for its reply (replays, copies in a flood)."),
-		ignored:    d("ntpexp_passive_ignored_packets_total", "NTP packets that are not about the daemon's clients: this host's own upstream requests and the replies to them.", "kind"),
+		ignored:    d("ntpexp_passive_ignored_packets_total", "NTP packets not recorded as requests: this host's own upstream requests (own_request) and the replies to them (own_reply), and requests seen a second time on another captured interface (copy).", "kind"),
 		invalid:    d("ntpexp_capture_invalid_frames_total", "Captured frames that passed the filter but are not a UDP/NTP packet that can be read."),
 		truncated:  d("ntpexp_capture_truncated_frames_total", "Captured frames longer than the capture buffer (2048 bytes), not read."),
 		kernDrop:   d("ntpexp_capture_kernel_drops_total", "Frames the kernel dropped because the capture buffer was full; raise capture.buffer_size if this grows."),
@@ -68,6 +68,7 @@ func (c *passiveCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dups, n.Duplicates)
 	counter(c.ignored, n.IgnoredOutgoingRequests, "own_request")
 	counter(c.ignored, n.IgnoredIncomingReplies, "own_reply")
+	counter(c.ignored, n.Copies, "copy")
 	counter(c.invalid, n.Invalid)
 	counter(c.truncated, n.Truncated)
 	counter(c.kernDrop, n.KernelDrops)

@@ -18,15 +18,16 @@ func TestPassiveMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	if err := RegisterPassive(reg, fixedPassive{Requests: 10, Matched: 7, Unmatched: 1, Unanswered: 2, Lost: 1,
 		Pending: 3, MaxPending: 64, Overflows: 1, Duplicates: 4, IgnoredOutgoingRequests: 5, IgnoredIncomingReplies: 6,
-		Invalid: 8, Truncated: 9, KernelDrops: 11}); err != nil {
+		Invalid: 8, Truncated: 9, KernelDrops: 11, Copies: 12}); err != nil {
 		t.Fatal(err)
 	}
 	want := `
 # HELP ntpexp_capture_kernel_drops_total Frames the kernel dropped because the capture buffer was full; raise capture.buffer_size if this grows.
 # TYPE ntpexp_capture_kernel_drops_total counter
 ntpexp_capture_kernel_drops_total 11
-# HELP ntpexp_passive_ignored_packets_total NTP packets that are not about the daemon's clients: this host's own upstream requests and the replies to them.
+# HELP ntpexp_passive_ignored_packets_total NTP packets not recorded as requests: this host's own upstream requests (own_request) and the replies to them (own_reply), and requests seen a second time on another captured interface (copy).
 # TYPE ntpexp_passive_ignored_packets_total counter
+ntpexp_passive_ignored_packets_total{kind="copy"} 12
 ntpexp_passive_ignored_packets_total{kind="own_reply"} 6
 ntpexp_passive_ignored_packets_total{kind="own_request"} 5
 # HELP ntpexp_passive_pending_requests Requests waiting for the daemon's reply.
@@ -45,8 +46,8 @@ ntpexp_passive_unanswered_total 2
 		"ntpexp_passive_unanswered_total"); err != nil {
 		t.Error(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 14 {
-		t.Errorf("%d series, err %v; want 14", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 15 {
+		t.Errorf("%d series, err %v; want 15", n, err)
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)

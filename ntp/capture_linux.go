@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -63,11 +64,15 @@ type Capture struct {
 	wg      sync.WaitGroup
 	stop    chan struct{}
 	once    sync.Once
+	// stopping makes the readers leave their receive loop at the next
+	// batch, so that closing the sockets does not wait for a flood to end.
+	stopping atomic.Bool
 }
 
 type captureSocket struct {
-	iface string
-	link  LinkType
+	iface   string
+	ifindex int
+	link    LinkType
 	// buffer is the receive buffer the kernel granted (SO_RCVBUF as read
 	// back, which counts its bookkeeping too).
 	buffer int
@@ -131,17 +136,10 @@ func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
 	// The interface is looked up with ioctls on this socket, in its
 	// network namespace, without netlink (the systemd unit allows only
 	// the socket families it needs).
-	ifr, err := unix.NewIfreq(name)
+	ifindex, err := ifIndex(fd, name)
 	if err != nil {
-		return nil, errNoInterface
+		return nil, err
 	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			return nil, errNoInterface
-		}
-		return nil, fmt.Errorf("looking up the interface: %w", err)
-	}
-	ifindex := int(ifr.Uint32())
 	link, err := linkTypeOf(fd, name)
 	if err != nil {
 		return nil, err
@@ -181,7 +179,23 @@ func openCaptureSocket(name string, bufSize int) (*captureSocket, error) {
 		return nil, err
 	}
 	ok = true
-	return &captureSocket{iface: name, link: link, buffer: granted, file: f, rc: rc}, nil
+	return &captureSocket{iface: name, ifindex: ifindex, link: link, buffer: granted, file: f, rc: rc}, nil
+}
+
+// ifIndex looks an interface up by name with an ioctl on fd (in fd's
+// network namespace).
+func ifIndex(fd int, name string) (int, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, errNoInterface
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			return 0, errNoInterface
+		}
+		return 0, fmt.Errorf("looking up the interface: %w", err)
+	}
+	return int(ifr.Uint32()), nil
 }
 
 // linkTypeOf asks the kernel for the interface's ARP hardware type (in
@@ -220,8 +234,9 @@ func (c *Capture) Interfaces() []string {
 // and records requests whose reply timed out.
 func (c *Capture) Run(ctx context.Context) error {
 	errc := make(chan error, len(c.socks))
-	for _, s := range c.socks {
+	for i, s := range c.socks {
 		r := newCaptureReader(s, c.passive, c.cfg.Batch)
+		r.iface, r.stopping, r.logger = i+1, &c.stopping, c.logger
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -241,17 +256,32 @@ func (c *Capture) Run(ctx context.Context) error {
 				return err
 			}
 		case now := <-t.C:
-			c.sweep(now.UnixNano())
+			if err := c.sweep(now.UnixNano()); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-func (c *Capture) sweep(now int64) {
+// sweep reads the kernel's drop counts, checks that every interface is
+// still there, and records requests whose reply timed out. A removed
+// interface is an error: its socket will never see another frame, even
+// if an interface of the same name comes back.
+func (c *Capture) sweep(now int64) error {
 	for _, s := range c.socks {
 		var st *unix.TpacketStats
+		idx := s.ifindex
 		_ = s.rc.Control(func(fd uintptr) {
 			st, _ = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
+			if i, err := ifIndex(int(fd), s.iface); err != nil {
+				idx = -1
+			} else {
+				idx = i
+			}
 		})
+		if idx != s.ifindex {
+			return fmt.Errorf("capture on %s stopped: the interface was removed (restart ntpexp once it is back; under systemd it restarts by itself)", s.iface)
+		}
 		if st != nil && st.Drops > 0 {
 			c.passive.CaptureGap(uint64(st.Drops))
 			level.Warn(c.logger).Log("msg", "capture buffer overflowed; frames dropped by the kernel",
@@ -260,12 +290,14 @@ func (c *Capture) sweep(now int64) {
 		}
 	}
 	c.passive.Expire(now)
+	return nil
 }
 
 // Shutdown stops reading, waits for the readers, then records every
 // request still waiting for a reply (as capture_lost).
 func (c *Capture) Shutdown() {
 	c.once.Do(func() {
+		c.stopping.Store(true)
 		close(c.stop)
 		c.closeAll()
 		c.wg.Wait()
@@ -281,14 +313,18 @@ func (c *Capture) closeAll() {
 
 // captureReader owns the buffers of one capture socket.
 type captureReader struct {
-	s      *captureSocket
-	p      *Passive
-	msgs   []unix.Mmsghdr
-	iovs   []unix.Iovec
-	bufs   [][recvBufLen]byte
-	oobs   [][oobLen]byte
-	names  []unix.RawSockaddrLinklayer
-	readFn func(fd uintptr) bool
+	s        *captureSocket
+	p        *Passive
+	iface    int
+	stopping *atomic.Bool
+	logger   log.Logger
+	err      error // why the reader stopped, if not asked to
+	msgs     []unix.Mmsghdr
+	iovs     []unix.Iovec
+	bufs     [][recvBufLen]byte
+	oobs     [][oobLen]byte
+	names    []unix.RawSockaddrLinklayer
+	readFn   func(fd uintptr) bool
 }
 
 func newCaptureReader(s *captureSocket, p *Passive, batch int) *captureReader {
@@ -314,17 +350,27 @@ func newCaptureReader(s *captureSocket, p *Passive, batch int) *captureReader {
 func (r *captureReader) run() error {
 	for {
 		err := r.s.rc.Read(r.readFn)
-		if err != nil {
+		switch {
+		case r.stopping.Load():
+			return nil
+		case err != nil:
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
+		case r.err != nil:
+			return r.err
 		}
 	}
 }
 
+// recv reads batches until the socket would block, the capture is
+// stopping, or a socket error ends it (r.err).
 func (r *captureReader) recv(fd uintptr) bool {
 	for {
+		if r.stopping.Load() {
+			return true
+		}
 		for i := range r.msgs {
 			h := &r.msgs[i].Hdr
 			h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
@@ -341,8 +387,14 @@ func (r *captureReader) recv(fd uintptr) bool {
 			return false
 		case unix.EINTR:
 			continue
-		default:
+		case unix.ENETDOWN:
+			// The interface went down: frames flow again once it is
+			// up. (Removal is noticed by the sweep.)
+			level.Warn(r.logger).Log("msg", "capture interface is down", "interface", r.s.iface)
 			return false
+		default:
+			r.err = fmt.Errorf("capture on %s stopped: %w (if the interface was removed or recreated, restart ntpexp once it is back; under systemd it restarts by itself)", r.s.iface, errno)
+			return true
 		}
 		for i := 0; i < int(n); i++ {
 			r.handle(i)
@@ -373,7 +425,7 @@ func (r *captureReader) handle(i int) {
 	case unix.PACKET_OUTGOING:
 		dir = DirOutgoing
 	}
-	r.p.Packet(payload, src, dst, dir, rx)
+	r.p.PacketOn(r.iface, payload, src, dst, dir, rx)
 }
 
 // captureTimestamp reads SCM_TIMESTAMPNS from a control buffer.

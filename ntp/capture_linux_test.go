@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -291,5 +292,94 @@ func TestCaptureVLANTagsInFrame(t *testing.T) {
 	}
 	if c := p.Counters(); c.Matched != 1 || c.Invalid != 0 || c.IgnoredOutgoingRequests != 1 || c.IgnoredIncomingReplies != 1 {
 		t.Errorf("counters %+v", c)
+	}
+}
+
+// slowConsumer costs time per observation, like a busy store would.
+type slowConsumer struct{ d time.Duration }
+
+func (s slowConsumer) Observe(*Observation) { time.Sleep(s.d) }
+
+// TestCaptureShutdownUnderFlood: Shutdown returns promptly while frames
+// keep arriving faster than they are handled.
+func TestCaptureShutdownUnderFlood(t *testing.T) {
+	enterPrivateNetns(t)
+	p := NewPassive(PassiveConfig{}, NewClientTable(100), slowConsumer{20 * time.Microsecond})
+	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}}, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(context.Background()) }()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopFlood := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 123}
+		req := request(Header{Version: 4, Mode: ModeClient})
+		for i := 0; ; i++ {
+			select {
+			case <-stopFlood:
+				return
+			default:
+			}
+			req[47] = byte(i)
+			conn.WriteTo(req, to)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	capt.Shutdown()
+	took := time.Since(start)
+	close(stopFlood)
+	<-flooded
+	conn.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if took > time.Second {
+		t.Errorf("Shutdown took %v under a flood", took)
+	}
+	t.Logf("Shutdown under a flood took %v after %d requests", took, p.Counters().Requests)
+}
+
+// TestCaptureInterfaceRemoved: when the captured interface disappears,
+// Run returns an error that says so (and serve exits, to be restarted).
+func TestCaptureInterfaceRemoved(t *testing.T) {
+	enterPrivateNetns(t)
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Fatalf("iproute2 is needed: %v", err)
+	}
+	// Commands run from this thread inherit its network namespace.
+	if out, err := exec.Command(ip, "link", "add", "vcap0", "type", "veth", "peer", "name", "vcap1").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v %s", err, out)
+	}
+	exec.Command(ip, "link", "set", "vcap0", "up").Run()
+	exec.Command(ip, "link", "set", "vcap1", "up").Run()
+	p := NewPassive(PassiveConfig{}, NewClientTable(10), nil)
+	capt := NewCapture(CaptureConfig{Interfaces: []string{"vcap0"}}, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer capt.Shutdown()
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(context.Background()) }()
+	time.Sleep(100 * time.Millisecond)
+	if out, err := exec.Command(ip, "link", "del", "vcap0").CombinedOutput(); err != nil {
+		t.Fatalf("ip link del: %v %s", err, out)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "vcap0") {
+			t.Errorf("Run after the interface was removed: %v", err)
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not notice the interface was removed")
 	}
 }

@@ -1,6 +1,7 @@
 package ntp
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -40,8 +41,10 @@ type PassiveCounters struct {
 	// capture lost packets meanwhile or the pending table was full.
 	Unanswered, Lost uint64
 	// Overflows counts requests pushed out of a full pending table,
-	// Duplicates requests identical in key to one still pending.
-	Overflows, Duplicates uint64
+	// Duplicates requests identical in key to one still pending. Copies
+	// are the same frame captured again on another interface within 1 ms
+	// (a VLAN and its parent, a bond and its slaves): not counted again.
+	Overflows, Duplicates, Copies uint64
 	// IgnoredOutgoingRequests are requests sent by this host (the local
 	// daemon's own upstream polls); IgnoredIncomingReplies the replies to
 	// them. Neither is about the daemon's clients.
@@ -76,8 +79,11 @@ type pendingReq struct {
 	server   netip.AddrPort
 	captured int64  // Unix ns, kernel capture time of the request
 	epoch    uint64 // gap epoch when captured
+	iface    int    // capture socket it came from
 	alt      bool   // also indexed under h.Receive (interleaved)
-	done     bool
+	// prev and next link live entries in capture order (oldest first),
+	// and free entries through next; slot index+1, 0 = none.
+	prev, next uint32
 }
 
 // Passive pairs captured requests and replies into observations. It is
@@ -87,21 +93,26 @@ type Passive struct {
 	clients  *ClientTable
 	consumer Consumer
 
-	mu    sync.Mutex
-	ring  []pendingReq // FIFO in capture order
-	head  int
-	n     int
-	index map[pendingKey]uint32
-	epoch uint64
-	obs   Observation
-	state atomic.Pointer[ClockState]
+	mu sync.Mutex
+	// slots holds the pending requests: live ones in a list in capture
+	// order (head is the oldest), the others in a free list. A matched
+	// request leaves the list at once, so only requests still waiting
+	// use capacity.
+	slots      []pendingReq
+	head, tail uint32 // live list, slot index+1
+	free       uint32 // free list, slot index+1
+	n          int    // live entries
+	index      map[pendingKey]uint32
+	epoch      uint64
+	obs        Observation
+	state      atomic.Pointer[ClockState]
 	// lastState is when state was last replaced (Unix ns).
 	lastState int64
 
 	c struct {
 		requests, replies, matched, unmatched, unanswered, lost  atomic.Uint64
 		overflows, duplicates, ignOut, ignIn, invalid, truncated atomic.Uint64
-		kernelDrops                                              atomic.Uint64
+		kernelDrops, copies                                      atomic.Uint64
 	}
 }
 
@@ -118,8 +129,13 @@ func NewPassive(cfg PassiveConfig, clients *ClientTable, consumer Consumer) *Pas
 		consumer = Consumers(nil)
 	}
 	p := &Passive{cfg: cfg, clients: clients, consumer: consumer,
-		ring:  make([]pendingReq, cfg.MaxPending),
+		slots: make([]pendingReq, cfg.MaxPending),
 		index: make(map[pendingKey]uint32, 2*cfg.MaxPending)}
+	for i := range p.slots {
+		p.slots[i].next = uint32(i + 2)
+	}
+	p.slots[len(p.slots)-1].next = 0
+	p.free = 1
 	p.state.Store(&ClockState{Leap: LeapAlarm})
 	return p
 }
@@ -140,17 +156,12 @@ func (p *Passive) Load() *ClockState { return p.state.Load() }
 func (p *Passive) Counters() PassiveCounters {
 	p.mu.Lock()
 	pending := p.n
-	for i := 0; i < p.n; i++ {
-		if p.ring[(p.head+i)%len(p.ring)].done {
-			pending--
-		}
-	}
 	p.mu.Unlock()
 	return PassiveCounters{
 		Requests: p.c.requests.Load(), Replies: p.c.replies.Load(),
 		Matched: p.c.matched.Load(), Unmatched: p.c.unmatched.Load(),
 		Unanswered: p.c.unanswered.Load(), Lost: p.c.lost.Load(),
-		Overflows: p.c.overflows.Load(), Duplicates: p.c.duplicates.Load(),
+		Overflows: p.c.overflows.Load(), Duplicates: p.c.duplicates.Load(), Copies: p.c.copies.Load(),
 		IgnoredOutgoingRequests: p.c.ignOut.Load(), IgnoredIncomingReplies: p.c.ignIn.Load(),
 		Invalid: p.c.invalid.Load(), Truncated: p.c.truncated.Load(),
 		KernelDrops: p.c.kernelDrops.Load(),
@@ -187,6 +198,17 @@ const (
 // payload from src to dst, captured at capNanos (Unix ns). Requests and
 // replies are told apart by the NTP mode, then by direction.
 func (p *Passive) Packet(payload []byte, src, dst netip.AddrPort, dir Direction, capNanos int64) {
+	p.PacketOn(0, payload, src, dst, dir, capNanos)
+}
+
+// sameFrameWindow: a request identical to a pending one, captured on
+// another interface within this time, is the same frame seen twice (a
+// VLAN and its parent, a bond and its slaves).
+const sameFrameWindow = int64(time.Millisecond)
+
+// PacketOn is Packet for a frame captured on capture socket iface (any
+// number that tells the capture's interfaces apart).
+func (p *Passive) PacketOn(iface int, payload []byte, src, dst netip.AddrPort, dir Direction, capNanos int64) {
 	if len(payload) == 0 {
 		p.c.invalid.Add(1)
 		return
@@ -197,7 +219,7 @@ func (p *Passive) Packet(payload []byte, src, dst netip.AddrPort, dir Direction,
 	case isReply && dir == DirIncoming:
 		p.c.ignIn.Add(1)
 	case isReply:
-		p.reply(payload, src, dst, capNanos)
+		p.reply(payload, src, dst, dir, capNanos)
 	case dst.Port() != ntpPort:
 		// From port 123 to elsewhere, but not a reply: not a request to
 		// the daemon either (e.g. a mode 6 response).
@@ -205,7 +227,7 @@ func (p *Passive) Packet(payload []byte, src, dst netip.AddrPort, dir Direction,
 	case dir == DirOutgoing:
 		p.c.ignOut.Add(1)
 	default:
-		p.request(payload, src, dst, capNanos)
+		p.request(iface, payload, src, dst, capNanos)
 	}
 }
 
@@ -216,10 +238,18 @@ func (p *Passive) Truncated() { p.c.truncated.Add(1) }
 // Invalid counts a frame that passed the filter but could not be decoded.
 func (p *Passive) Invalid() { p.c.invalid.Add(1) }
 
-func (p *Passive) request(req []byte, client, server netip.AddrPort, capNanos int64) {
-	p.c.requests.Add(1)
+func (p *Passive) request(iface int, req []byte, client, server netip.AddrPort, capNanos int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(req) >= HeaderLength {
+		if slot, ok := p.index[keyOf(client, server, Timestamp(binary.BigEndian.Uint64(req[offTransmit:])))]; ok {
+			if r := &p.slots[slot]; r.iface != iface && abs64(capNanos-r.captured) < sameFrameWindow {
+				p.c.copies.Add(1)
+				return
+			}
+		}
+	}
+	p.c.requests.Add(1)
 	obs := &p.obs
 	*obs = Observation{
 		Received: time.Unix(0, capNanos),
@@ -248,35 +278,42 @@ func (p *Passive) request(req []byte, client, server netip.AddrPort, capNanos in
 		return
 	}
 
-	if p.n == len(p.ring) {
-		p.c.overflows.Add(1)
-		p.finishOldest(DropCaptureLost)
-	}
 	k := keyOf(client, server, h.Transmit)
 	if old, ok := p.index[k]; ok {
 		// The same request again while the first is pending (a replay
 		// or a flood of copies): the first reply will complete the
 		// newer one; the older one's fate is unknown.
 		p.c.duplicates.Add(1)
-		p.finish(int(old), nil, 0, false, DropCaptureLost)
+		p.finish(old, nil, 0, false, DropCaptureLost)
 	}
-	slot := (p.head + p.n) % len(p.ring)
-	p.n++
-	r := &p.ring[slot]
+	if p.free == 0 {
+		p.c.overflows.Add(1)
+		p.finish(p.head-1, nil, 0, false, DropCaptureLost)
+	}
+	slot := p.free - 1
+	r := &p.slots[slot]
+	p.free = r.next
 	*r = pendingReq{h: h, ext: ext, length: obs.Length, client: client, server: server,
-		captured: capNanos, epoch: p.epoch}
-	p.index[k] = uint32(slot)
+		captured: capNanos, epoch: p.epoch, iface: iface, prev: p.tail}
+	if p.tail != 0 {
+		p.slots[p.tail-1].next = slot + 1
+	} else {
+		p.head = slot + 1
+	}
+	p.tail = slot + 1
+	p.n++
+	p.index[k] = slot
 	// An interleaved reply's Origin is the request's Receive field.
 	if h.Origin != 0 && h.Receive != 0 && h.Receive != h.Transmit {
 		ka := keyOf(client, server, h.Receive)
 		if _, taken := p.index[ka]; !taken {
-			p.index[ka] = uint32(slot)
+			p.index[ka] = slot
 			r.alt = true
 		}
 	}
 }
 
-func (p *Passive) reply(rep []byte, server, client netip.AddrPort, capNanos int64) {
+func (p *Passive) reply(rep []byte, server, client netip.AddrPort, dir Direction, capNanos int64) {
 	p.c.replies.Add(1)
 	var h Header
 	if DecodeHeader(rep, &h) != nil {
@@ -286,22 +323,33 @@ func (p *Passive) reply(rep []byte, server, client netip.AddrPort, capNanos int6
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	slot, ok := p.index[keyOf(client, server, h.Origin)]
-	if !ok || p.ring[slot].done {
+	if !ok {
 		p.c.unmatched.Add(1)
 		return
 	}
-	r := &p.ring[slot]
+	r := &p.slots[slot]
 	interleaved := h.Origin != r.h.Transmit
 	p.c.matched.Add(1)
-	p.finish(int(slot), &h, len(rep), interleaved, DropNone)
-	if h.Stratum != 0 && capNanos-p.lastState >= int64(time.Second) {
+	p.finish(slot, &h, len(rep), interleaved, DropNone)
+	// The daemon's advertised state, from its ordinary replies; only from
+	// replies this host sent, so that on a mirror port no other server's
+	// replies stand in for it.
+	if dir == DirOutgoing && !isKiss(&h) && capNanos-p.lastState >= int64(time.Second) {
 		p.lastState = capNanos
 		st := *p.state.Load()
-		st.Synchronized = h.Leap != LeapAlarm
+		st.Synchronized = h.Leap != LeapAlarm && h.Stratum != 0
 		st.Leap, st.Stratum, st.Precision = h.Leap, h.Stratum, h.Precision
 		st.RootDelay, st.RootDispersion, st.RefID, st.Reference = h.RootDelay, h.RootDispersion, h.RefID, h.Reference
 		p.state.Store(&st)
 	}
+}
+
+// isKiss reports whether a reply is a kiss-o'-death that refuses the
+// client: stratum 0 with the code RATE, DENY or RSTR. Other stratum-0
+// replies (ntpd's INIT or STEP while unsynchronised, chrony's when
+// unsynchronised) are ordinary answers with real timestamps.
+func isKiss(h *Header) bool {
+	return h.Stratum == 0 && (h.RefID == kissRATE || h.RefID == kissDENY || h.RefID == kissRSTR)
 }
 
 // Expire records every request older than the reply timeout as
@@ -311,20 +359,16 @@ func (p *Passive) Expire(nowNanos int64) {
 	deadline := nowNanos - int64(p.cfg.ReplyTimeout)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.n > 0 {
-		r := &p.ring[p.head]
-		if !r.done {
-			if r.captured > deadline {
-				return
-			}
-			reason := DropUnanswered
-			if r.epoch != p.epoch {
-				reason = DropCaptureLost
-			}
-			p.finish(p.head, nil, 0, false, reason)
+	for p.head != 0 {
+		r := &p.slots[p.head-1]
+		if r.captured > deadline {
+			return
 		}
-		p.head = (p.head + 1) % len(p.ring)
-		p.n--
+		reason := DropUnanswered
+		if r.epoch != p.epoch {
+			reason = DropCaptureLost
+		}
+		p.finish(p.head-1, nil, 0, false, reason)
 	}
 }
 
@@ -333,38 +377,35 @@ func (p *Passive) Expire(nowNanos int64) {
 func (p *Passive) Flush() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.n > 0 {
-		if !p.ring[p.head].done {
-			p.finish(p.head, nil, 0, false, DropCaptureLost)
-		}
-		p.head = (p.head + 1) % len(p.ring)
-		p.n--
-	}
-}
-
-func (p *Passive) finishOldest(reason DropReason) {
-	for p.n > 0 {
-		done := p.ring[p.head].done
-		if !done {
-			p.finish(p.head, nil, 0, false, reason)
-		}
-		p.head = (p.head + 1) % len(p.ring)
-		p.n--
-		if !done {
-			return
-		}
+	for p.head != 0 {
+		p.finish(p.head-1, nil, 0, false, DropCaptureLost)
 	}
 }
 
 // finish turns pending request slot into an observation, with the reply
-// rep (nil if none) or the drop reason. The caller holds p.mu.
-func (p *Passive) finish(slot int, rep *Header, repLen int, interleaved bool, drop DropReason) {
-	r := &p.ring[slot]
-	r.done = true
+// rep (nil if none) or the drop reason, and frees the slot. The caller
+// holds p.mu.
+func (p *Passive) finish(slot uint32, rep *Header, repLen int, interleaved bool, drop DropReason) {
+	r := &p.slots[slot]
 	delete(p.index, keyOf(r.client, r.server, r.h.Transmit))
 	if r.alt {
 		delete(p.index, keyOf(r.client, r.server, r.h.Receive))
 	}
+	if r.prev != 0 {
+		p.slots[r.prev-1].next = r.next
+	} else {
+		p.head = r.next
+	}
+	if r.next != 0 {
+		p.slots[r.next-1].prev = r.prev
+	} else {
+		p.tail = r.prev
+	}
+	p.n--
+	defer func() {
+		r.prev, r.next = 0, p.free
+		p.free = slot + 1
+	}()
 	switch drop {
 	case DropUnanswered:
 		p.c.unanswered.Add(1)
@@ -372,9 +413,9 @@ func (p *Passive) finish(slot int, rep *Header, repLen int, interleaved bool, dr
 		p.c.lost.Add(1)
 	}
 
-	// A kiss-o'-death (stratum 0) carries no usable time: it echoes the
-	// request's Transmit in Receive and Transmit.
-	kod := rep != nil && rep.Stratum == 0
+	// A kiss-o'-death carries no usable time: it echoes the request's
+	// Transmit in Receive and Transmit.
+	kod := rep != nil && isKiss(rep)
 	// T2: the daemon's receive time from its reply; without one (or with
 	// a KoD), the capture time of the request (same host, same clock).
 	rx := r.captured
@@ -397,8 +438,7 @@ func (p *Passive) finish(slot int, rep *Header, repLen int, interleaved bool, dr
 		obs.ReplyLength = uint16(min(repLen, 0xffff))
 		switch {
 		case kod:
-			// RATE is rate limiting; DENY, RSTR and the others refuse
-			// the client.
+			// RATE is rate limiting; DENY and RSTR refuse the client.
 			obs.KoD = true
 			obs.Drop = DropDenied
 			if rep.RefID == kissRATE {
@@ -429,7 +469,7 @@ func (p *Passive) finish(slot int, rep *Header, repLen int, interleaved bool, dr
 		e.requests++
 		obs.Implementation = e.impl
 		if real, _ := realTransmit(e.impl); real && h.Transmit != 0 && h.Precision != precisionDataMinimised {
-			obs.Method, obs.Offset = MethodApparent, h.Transmit.Sub(t2)
+			obs.Method, obs.Offset = MethodApparent, transmitTime(h, e.impl).Sub(t2)
 		}
 	} else {
 		track(e, created, h, r.client.Port(), rx, t2, obs)
@@ -446,6 +486,13 @@ func (p *Passive) finish(slot int, rep *Header, repLen int, interleaved bool, dr
 		obs.Interleaved = true
 	}
 	p.consumer.Observe(obs)
+}
+
+func abs64(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 func setRequestFields(obs *Observation, h *Header) {

@@ -353,3 +353,146 @@ func TestPassiveAllocs(t *testing.T) {
 		t.Errorf("%.1f allocations per request and reply", allocs)
 	}
 }
+
+// TestPassiveMatchedRequestsFreeCapacity: a matched request leaves the
+// pending table at once, so a full table of answered requests never
+// pushes out a live one, and one unanswered request is not lost behind
+// many answered ones.
+func TestPassiveMatchedRequestsFreeCapacity(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{MaxPending: 4})
+	start := tp.clock.now
+	// Four pending, then the first is answered: a fifth fits.
+	var reqs [][]byte
+	for i := range 4 {
+		req := request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(1000 + i)})
+		reqs = append(reqs, req)
+		tp.p.Packet(req, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 999), tp.server, DirIncoming, start)
+	}
+	rep := request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 1000, Receive: TimestampFromUnixNano(start), Transmit: TimestampFromUnixNano(start + 1000)})
+	tp.p.Packet(rep, tp.server, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 0}), 999), DirOutgoing, start)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 2000}), clientA, tp.server, DirIncoming, start)
+	if c := tp.p.Counters(); c.Overflows != 0 || c.Lost != 0 || c.Pending != 4 {
+		t.Errorf("after one answer and a fifth request: %+v", c)
+	}
+
+	// One unanswered request, then 199 answered ones through a table of
+	// 100: the unanswered one is still recorded as unanswered.
+	tp2 := newTap(t, RateLimit{}, PassiveConfig{MaxPending: 100})
+	victim := netip.MustParseAddrPort("198.51.100.99:5000")
+	tp2.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 77}), victim, tp2.server, DirIncoming, tp2.clock.now)
+	for i := range 199 {
+		tp2.clock.now += int64(time.Millisecond)
+		tp2.exchange(request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())}),
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 123))
+	}
+	tp2.p.Expire(tp2.clock.now + int64(2*time.Second))
+	if c := tp2.p.Counters(); c.Unanswered != 1 || c.Lost != 0 || c.Overflows != 0 || c.Matched != 199 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// TestPassiveUnsynchronisedDaemon: ntpd and NTPsec answer with stratum 0
+// and a kiss-code-like refid (INIT, STEP) while unsynchronised. Those are
+// answers, not refusals; DENY and RSTR are refusals.
+func TestPassiveUnsynchronisedDaemon(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	now := tp.clock.now
+	for i, c := range []struct {
+		refid uint32
+		drop  DropReason
+		kod   bool
+	}{{'I'<<24 | 'N'<<16 | 'I'<<8 | 'T', DropNone, false}, {'S'<<24 | 'T'<<16 | 'E'<<8 | 'P', DropNone, false},
+		{kissDENY, DropDenied, true}, {kissRSTR, DropDenied, true}, {kissRATE, DropRateLimit, true}} {
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, 0, byte(i)}), 123)
+		tx := Timestamp(rand.Uint64())
+		tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: tx}), from, tp.server, DirIncoming, now)
+		rep := Header{Leap: LeapAlarm, Version: 4, Mode: ModeServer, RefID: c.refid, Origin: tx,
+			Receive: TimestampFromUnixNano(now + 10_000), Transmit: TimestampFromUnixNano(now + 30_000)}
+		tp.p.Packet(request(rep), tp.server, from, DirOutgoing, now+40_000)
+		o := tp.last()
+		if o.Drop != c.drop || o.KoD != c.kod {
+			t.Errorf("refid %q: drop %v kod %v, want %v %v", FormatRefID(c.refid, 0), o.Drop, o.KoD, c.drop, c.kod)
+		}
+		if !c.kod && o.Processing != 20*time.Microsecond {
+			t.Errorf("refid %q: processing %v, want 20µs", FormatRefID(c.refid, 0), o.Processing)
+		}
+	}
+	if st := tp.p.Load(); st.Synchronized || st.Leap != LeapAlarm || st.Stratum != 0 {
+		t.Errorf("daemon state %+v, want unsynchronised", st)
+	}
+}
+
+// TestPassiveStateOnlyFromThisHost: on a mirror port (direction unknown),
+// another server's replies must not stand in for the daemon's state.
+func TestPassiveStateOnlyFromThisHost(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	now := tp.clock.now
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 5}), clientA, tp.server, DirOther, now)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 1, RefID: 0x47505300, Origin: 5,
+		Receive: TimestampFromUnixNano(now), Transmit: TimestampFromUnixNano(now + 1)}), tp.server, clientA, DirOther, now)
+	if c := tp.p.Counters(); c.Matched != 1 {
+		t.Fatalf("mirror traffic not paired: %+v", c)
+	}
+	if st := tp.p.Load(); st.Stratum != 0 {
+		t.Errorf("state taken from a reply of unknown direction: %+v", st)
+	}
+}
+
+// TestPassiveSameFrameOnTwoInterfaces: a VLAN and its parent (or a bond
+// and its slaves) both show each request; it is one request.
+func TestPassiveSameFrameOnTwoInterfaces(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	now := tp.clock.now
+	req := request(Header{Version: 4, Mode: ModeClient, Transmit: 99})
+	tp.p.PacketOn(1, req, clientA, tp.server, DirIncoming, now)
+	tp.p.PacketOn(2, req, clientA, tp.server, DirIncoming, now+3_000)
+	// The same bytes again on the same interface: a replay, recorded.
+	tp.p.PacketOn(1, req, clientA, tp.server, DirIncoming, now+5_000)
+	if c := tp.p.Counters(); c.Requests != 2 || c.Copies != 1 || c.Duplicates != 1 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// TestPassiveTimesyncdLateOffset: a timesyncd request completed late (after
+// a newer one) still decodes its nanosecond Transmit fraction.
+func TestPassiveTimesyncdLateOffset(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	tp.clock.now += int64(370 * time.Millisecond) // a fraction where nanoseconds and 2^-32 s differ
+	start := tp.clock.now
+	tsd := func(at int64) []byte {
+		sec := TimestampFromUnixNano(at) &^ 0xffffffff
+		// timesyncd: version 4, nanoseconds in the fraction field.
+		return request(Header{Version: 4, Mode: ModeClient, Transmit: sec | Timestamp(at%1e9)})
+	}
+	tp.p.Packet(tsd(start), clientA, tp.server, DirIncoming, start) // never answered
+	tp.clock.now = start + int64(200*time.Millisecond)
+	for range 3 {
+		tp.clock.now += int64(10 * time.Millisecond)
+		tp.exchange(tsd(tp.clock.now), clientA)
+	}
+	if o := tp.last(); o.Implementation != ImplTimesyncd {
+		t.Fatalf("not recognised as timesyncd: %+v", o)
+	}
+	tp.p.Expire(start + int64(2*time.Second))
+	o := tp.last()
+	if o.Drop != DropUnanswered || o.Method != MethodApparent || !near(o.Offset, 0, time.Millisecond) {
+		t.Errorf("late timesyncd request: drop %v method %v offset %v, want unanswered, apparent, about 0", o.Drop, o.Method, o.Offset)
+	}
+}
+
+// TestPassiveInterleavedRequestDetected: chronyd fills the bits below its
+// precision with noise, so its T2 does not survive a round trip through
+// nanoseconds; a request echoing it in Origin is still interleaved.
+func TestPassiveInterleavedRequestDetected(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	now := tp.clock.now
+	t2 := TimestampFromUnixNano(now) | 0x7 // noisy low bits
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 11}), clientA, tp.server, DirIncoming, now)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 11, Receive: t2, Transmit: t2 + 1<<14}), tp.server, clientA, DirOutgoing, now)
+	next := now + int64(time.Second)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Origin: t2, Receive: TimestampFromUnixNano(now + 50_000), Transmit: 12}), clientA, tp.server, DirIncoming, next)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 12, Receive: TimestampFromUnixNano(next), Transmit: TimestampFromUnixNano(next + 20_000)}), tp.server, clientA, DirOutgoing, next)
+	if o := tp.last(); !o.Interleaved {
+		t.Errorf("request echoing the daemon's noisy T2 not seen as interleaved: %+v", o)
+	}
+}

@@ -29,8 +29,13 @@ var DefaultRateLimit = RateLimit{Enabled: true, Interval: 3, Burst: 8, Leak: 2}
 // tokenUnit is the cost of one response in rate-limit bucket units.
 const tokenUnit = 1 << 16
 
-// kissRATE is the RATE kiss code.
-const kissRATE = 'R'<<24 | 'A'<<16 | 'T'<<8 | 'E'
+// Kiss codes (RFC 5905, section 7.4): RATE (rate limited), DENY and RSTR
+// (access denied).
+const (
+	kissRATE = 'R'<<24 | 'A'<<16 | 'T'<<8 | 'E'
+	kissDENY = 'D'<<24 | 'E'<<16 | 'N'<<8 | 'Y'
+	kissRSTR = 'R'<<24 | 'S'<<16 | 'T'<<8 | 'R'
+)
 
 // Responder turns requests into replies and observations. It holds no
 // socket, so it is tested directly; Server feeds it from sockets. It is
@@ -266,15 +271,14 @@ func track(e *clientEntry, created bool, h *Header, srcPort uint16, rxNanos int6
 		obs.Method = MethodExchange
 		obs.Offset = FixedToDuration(a1/2 + a2/2)
 		obs.Delay = FixedToDuration(int64(t4-t1) - int64(prevT3-prevT2))
-	case h.Origin != 0 && h.Origin == prevT2:
+	case h.Origin != 0 && prevT2 != 0 && nearTimestamp(h.Origin, prevT2):
 		// Interleaved mode: Origin carries our previous Receive timestamp.
+		// prevT2 is rebuilt from nanoseconds: a daemon's own T2 (passive
+		// mode) may differ from it in the last bits.
 		obs.Interleaved = true
 	}
 	if obs.Method == MethodNone && h.Transmit != 0 && h.Precision != precisionDataMinimised {
-		t1 := h.Transmit
-		if impl == ImplTimesyncd {
-			t1 = decodeNanosFraction(t1)
-		}
+		t1 := transmitTime(h, impl)
 		real, never := realTransmit(impl)
 		if !real && !never && prevT1 != 0 && prevT2 != 0 {
 			real = advancesWithServer(h.Transmit-prevT1, t2-prevT2)
@@ -284,4 +288,20 @@ func track(e *clientEntry, created bool, h *Header, srcPort uint16, rxNanos int6
 			obs.Offset = t1.Sub(t2)
 		}
 	}
+}
+
+// transmitTime is the client's T1 as a timestamp: systemd-timesyncd puts
+// nanoseconds, not a binary fraction, in the low 32 bits.
+func transmitTime(h *Header, impl Implementation) Timestamp {
+	if impl == ImplTimesyncd {
+		return decodeNanosFraction(h.Transmit)
+	}
+	return h.Transmit
+}
+
+// nearTimestamp reports whether two timestamps differ by at most 4
+// fraction units (under a nanosecond): equal up to a nanosecond round trip.
+func nearTimestamp(a, b Timestamp) bool {
+	d := int64(a - b)
+	return d >= -4 && d <= 4
 }

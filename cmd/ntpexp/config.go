@@ -114,7 +114,7 @@ type Config struct {
 		Interface    []string `json:"interface" help:"Passive mode: network interface to capture NTP traffic on (repeatable, or comma-separated). Both directions are read; the daemon's own upstream polls are ignored."`
 		BufferSize   int      `default:"8388608" json:"buffer_size" help:"Passive mode: kernel capture buffer per interface, in bytes. Frames that do not fit are dropped by the kernel and counted (ntpexp_capture_kernel_drops_total)."`
 		ReplyTimeout Seconds  `default:"1" json:"reply_timeout" help:"Passive mode: seconds a captured request waits for the daemon's reply before it is recorded as unanswered."`
-		MaxPending   int      `default:"65536" json:"max_pending" help:"Passive mode: requests that may wait for their reply at once (about 250 bytes each); beyond it the oldest is recorded with drop reason capture_lost."`
+		MaxPending   int      `default:"65536" json:"max_pending" help:"Passive mode: requests that may wait for their reply at once (about 420 bytes each); beyond it the oldest is recorded with drop reason capture_lost."`
 	} `embed:"" prefix:"capture." json:"capture" group:"Capture (passive mode)"`
 	Metrics struct {
 		MaxClients int      `default:"256" json:"max_clients" help:"Clients with per-client series (the most recently active); 0 disables per-client series."`
