@@ -40,7 +40,8 @@ type Config struct {
 	// then commits all whole batches queued in one transaction, up to
 	// 65536 rows (or BatchSize if larger; at most QueueSize), so that a
 	// writer that fell behind catches up with larger, cheaper
-	// transactions. Rows below a whole batch wait for FlushInterval.
+	// transactions. Transactions start at most every 250 ms unless the
+	// queue is half full. Rows below a whole batch wait for FlushInterval.
 	BatchSize int
 	// FlushInterval is the longest an accepted observation waits in the
 	// queue before it is written.
@@ -69,6 +70,7 @@ type Config struct {
 	// Test hooks.
 	beforeCommit    func() error // fails a transaction after all its writes
 	maxTxRows       int
+	txGap           time.Duration // between transaction starts; negative: none
 	rollupCacheRows int
 	cleanupChunk    int
 	retryMin        time.Duration
@@ -104,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.maxTxRows == 0 {
 		c.maxTxRows = defaultMaxTxRows
+	}
+	if c.txGap == 0 {
+		c.txGap = defaultTxGap
 	}
 	if c.rollupCacheRows == 0 {
 		c.rollupCacheRows = defaultRollupCacheRows

@@ -38,7 +38,8 @@ type Store struct {
 	count  int
 	closed bool
 
-	kick  chan struct{} // a batch is ready (capacity 1)
+	kick  chan struct{} // a batch is ready, or the queue reached full (capacity 1)
+	full  int           // queue length at which the writer writes without waiting
 	reqs  chan request  // work for the writer goroutine
 	stop  chan struct{} // closed by Close
 	abort chan struct{} // closed when Close gives up waiting
@@ -142,6 +143,10 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 	if err != nil {
 		return fail(explain(path, err))
 	}
+	// Half of what one transaction can take: the writer waits between
+	// transactions (defaultTxGap) only while the queue keeps room for
+	// bursts.
+	s.full = max(cfg.BatchSize, len(w.batch)/2)
 	s.w = w
 	level.Info(logger).Log("msg", "database opened", "path", path, "schema", SchemaVersion(), "created", created)
 	go s.w.run()
@@ -173,7 +178,7 @@ func (s *Store) Observe(o *ntp.Observation) {
 	s.count++
 	n := s.count
 	s.mu.Unlock()
-	if n == s.cfg.BatchSize {
+	if n == s.cfg.BatchSize || n == s.full {
 		select {
 		case s.kick <- struct{}{}:
 		default:
