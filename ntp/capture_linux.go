@@ -319,30 +319,13 @@ type captureReader struct {
 	stopping *atomic.Bool
 	logger   log.Logger
 	err      error // why the reader stopped, if not asked to
-	msgs     []unix.Mmsghdr
-	iovs     []unix.Iovec
-	bufs     [][recvBufLen]byte
-	oobs     [][oobLen]byte
-	names    []unix.RawSockaddrLinklayer
-	readFn   func(fd uintptr) bool
+	recvBatch[unix.RawSockaddrLinklayer]
+	readFn func(fd uintptr) bool
 }
 
 func newCaptureReader(s *captureSocket, p *Passive, batch int) *captureReader {
-	r := &captureReader{s: s, p: p,
-		msgs:  make([]unix.Mmsghdr, batch),
-		iovs:  make([]unix.Iovec, batch),
-		bufs:  make([][recvBufLen]byte, batch),
-		oobs:  make([][oobLen]byte, batch),
-		names: make([]unix.RawSockaddrLinklayer, batch),
-	}
-	for i := range r.msgs {
-		r.iovs[i].Base = &r.bufs[i][0]
-		r.iovs[i].SetLen(recvBufLen)
-		h := &r.msgs[i].Hdr
-		h.Iov = &r.iovs[i]
-		h.SetIovlen(1)
-		h.Control = &r.oobs[i][0]
-	}
+	r := &captureReader{s: s, p: p}
+	r.recvBatch.init(batch)
 	r.readFn = r.recv
 	return r
 }
@@ -371,16 +354,7 @@ func (r *captureReader) recv(fd uintptr) bool {
 		if r.stopping.Load() {
 			return true
 		}
-		for i := range r.msgs {
-			h := &r.msgs[i].Hdr
-			h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-			h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-			h.SetControllen(oobLen)
-			h.Flags = 0
-			r.msgs[i].Len = 0
-		}
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])),
-			uintptr(len(r.msgs)), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		n, errno := r.recvmmsg(fd, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		switch errno {
 		case 0:
 		case unix.EAGAIN:
@@ -396,7 +370,7 @@ func (r *captureReader) recv(fd uintptr) bool {
 			r.err = fmt.Errorf("capture on %s stopped: %w (if the interface was removed or recreated, restart ntpexp once it is back; under systemd it restarts by itself)", r.s.iface, errno)
 			return true
 		}
-		for i := 0; i < int(n); i++ {
+		for i := 0; i < n; i++ {
 			r.handle(i)
 		}
 	}

@@ -90,17 +90,55 @@ const (
 	oobLen     = 128
 )
 
+// recvBatch is the buffers of one recvmmsg call, allocated once: up to
+// len(msgs) packets with their source addresses (N: the socket's sockaddr
+// type) and control messages.
+type recvBatch[N any] struct {
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	bufs  [][recvBufLen]byte
+	oobs  [][oobLen]byte
+	names []N
+}
+
+func (b *recvBatch[N]) init(batch int) {
+	b.msgs = make([]unix.Mmsghdr, batch)
+	b.iovs = make([]unix.Iovec, batch)
+	b.bufs = make([][recvBufLen]byte, batch)
+	b.oobs = make([][oobLen]byte, batch)
+	b.names = make([]N, batch)
+	for i := range b.msgs {
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(recvBufLen)
+		h := &b.msgs[i].Hdr
+		h.Iov = &b.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &b.oobs[i][0]
+	}
+}
+
+// recvmmsg resets the headers and reads up to a batch from fd.
+func (b *recvBatch[N]) recvmmsg(fd uintptr, flags int) (int, unix.Errno) {
+	for i := range b.msgs {
+		h := &b.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		h.Namelen = uint32(unsafe.Sizeof(b.names[i]))
+		h.SetControllen(oobLen)
+		h.Flags = 0
+		b.msgs[i].Len = 0
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])),
+		uintptr(len(b.msgs)), uintptr(flags), 0, 0)
+	return int(n), errno
+}
+
 // reader owns all buffers of one reading goroutine, allocated once.
 type reader struct {
 	so       *socket
 	resp     *Responder
 	consumer Consumer
 
-	msgs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	bufs  [][recvBufLen]byte
-	oobs  [][oobLen]byte
-	names []unix.RawSockaddrInet6
+	recvBatch[unix.RawSockaddrInet6]
 
 	readFn func(fd uintptr) bool
 
@@ -114,22 +152,8 @@ type reader struct {
 }
 
 func newReader(so *socket, resp *Responder, consumer Consumer, batch int) *reader {
-	r := &reader{
-		so: so, resp: resp, consumer: consumer,
-		msgs:  make([]unix.Mmsghdr, batch),
-		iovs:  make([]unix.Iovec, batch),
-		bufs:  make([][recvBufLen]byte, batch),
-		oobs:  make([][oobLen]byte, batch),
-		names: make([]unix.RawSockaddrInet6, batch),
-	}
-	for i := range r.msgs {
-		r.iovs[i].Base = &r.bufs[i][0]
-		r.iovs[i].SetLen(recvBufLen)
-		h := &r.msgs[i].Hdr
-		h.Iov = &r.iovs[i]
-		h.SetIovlen(1)
-		h.Control = &r.oobs[i][0]
-	}
+	r := &reader{so: so, resp: resp, consumer: consumer}
+	r.recvBatch.init(batch)
 	r.readFn = r.recv
 	r.sendIov.Base = &r.reply[0]
 	r.sendIov.SetLen(HeaderLength)
@@ -148,16 +172,7 @@ func (r *reader) recv(fd uintptr) bool {
 		if r.so.closing.Load() {
 			return true
 		}
-		for i := range r.msgs {
-			h := &r.msgs[i].Hdr
-			h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-			h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-			h.SetControllen(oobLen)
-			h.Flags = 0
-			r.msgs[i].Len = 0
-		}
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])),
-			uintptr(len(r.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		n, errno := r.recvmmsg(fd, unix.MSG_DONTWAIT)
 		switch errno {
 		case 0:
 		case unix.EAGAIN:
@@ -169,7 +184,7 @@ func (r *reader) recv(fd uintptr) bool {
 			// fatal for a UDP server; go back to waiting.
 			return false
 		}
-		for i := 0; i < int(n); i++ {
+		for i := 0; i < n; i++ {
 			r.handle(fd, i)
 		}
 	}
