@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ntpexp/ntpexp/e2e/peers"
 )
 
 func TestOpenCreatesDatabase(t *testing.T) {
@@ -113,7 +115,9 @@ func TestOpenMissingDirectory(t *testing.T) {
 
 func TestOpenUnwritableDirectory(t *testing.T) {
 	if os.Geteuid() == 0 {
-		t.Skip("SKIP: running as root, which can write any directory; the unwritable-directory message cannot be provoked")
+		// Root writes any directory: check as nobody instead.
+		peers.RerunAsNobody(t, "TestOpenUnwritableDirectory")
+		return
 	}
 	cfg := testConfig(t)
 	dir := filepath.Dir(cfg.Path)
@@ -199,4 +203,27 @@ func TestOpenPathWithSpecialCharacters(t *testing.T) {
 	if _, err := r.Stats(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestOneWriterPerDatabase: a second writer on the same file is refused
+// with the first one's pid, readers are not; once the first closes, the
+// next writer gets in.
+func TestOneWriterPerDatabase(t *testing.T) {
+	cfg := testConfig(t)
+	s := openStore(t, cfg)
+	_, err := Open(context.Background(), cfg, nil)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
+		t.Fatalf("second writer: err = %v, want ErrInUse naming pid %d", err, os.Getpid())
+	}
+	if st, err := os.Stat(cfg.Path + ".lock"); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v, %v", st, err)
+	}
+	r, err := OpenReadOnly(cfg.Path)
+	if err != nil {
+		t.Fatalf("reader beside the writer: %v", err)
+	}
+	r.Close()
+	closeStore(t, s)
+	s2 := openStore(t, cfg)
+	closeStore(t, s2)
 }
