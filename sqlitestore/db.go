@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"embed"
@@ -15,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
 )
 
 //go:embed migrations/*.sql
@@ -83,7 +85,23 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrClosed: the store is closed.
 	ErrClosed = errors.New("store is closed")
+	// ErrInUse: another ntpexp process (serve, db vacuum) has the
+	// database open for writing.
+	ErrInUse = errors.New("database is in use by another ntpexp writer")
+	// ErrInvalidArgument: a query argument is out of range or malformed
+	// (the caller's mistake: the API answers 400, the CLI exits 2).
+	ErrInvalidArgument = errors.New("invalid argument")
 )
+
+// argError is an ErrInvalidArgument whose message says what was wrong.
+type argError struct{ msg string }
+
+func (e *argError) Error() string        { return e.msg }
+func (e *argError) Is(target error) bool { return target == ErrInvalidArgument }
+
+func invalidf(format string, args ...any) error {
+	return &argError{fmt.Sprintf(format, args...)}
+}
 
 const busyTimeoutMS = 5000
 
@@ -192,6 +210,48 @@ func createFile(path string) (bool, error) {
 		return false, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return false, f.Close()
+}
+
+// writerLock is held by the one process that writes a database: serve,
+// or db vacuum. SQLite would let a second writer in, taking turns per
+// transaction, but two writers' rollups and background steps would
+// interleave, and a full VACUUM would stall serve's batches past the busy
+// timeout. The lock is flock(2) on a file beside the database (SQLite
+// itself uses fcntl locks, which flock does not touch); the kernel drops
+// it when the process ends, however it ends.
+type writerLock struct{ f *os.File }
+
+func lockWriter(path string) (*writerLock, error) {
+	name := path + ".lock"
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("database lock file %s: %w (the database directory must be writable by the user ntpexp runs as)", name, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder := ""
+		if b, rerr := os.ReadFile(name); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
+			holder = " (pid " + string(bytes.TrimSpace(b)) + ")"
+		}
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("database %s is open for writing by another ntpexp process%s, a running 'ntpexp serve' or 'ntpexp db vacuum'; a database has one writer: stop that process or point database.path elsewhere (queries, exports and backups work alongside it): %w", path, holder, ErrInUse)
+		}
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	// Who holds it, for the message above; best effort.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &writerLock{f}, nil
+}
+
+// release lets the next writer in. The file stays: removing it would let
+// a process that opened it before the removal lock a file nobody else sees.
+func (l *writerLock) release() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
 }
 
 // explain turns SQLite errors met while opening into messages that say

@@ -30,6 +30,7 @@ type Store struct {
 	logger log.Logger
 	anon   *Anonymizer
 	db     *sql.DB
+	lock   *writerLock // released when the writer has closed db
 
 	// The queue: a ring of observation values, preallocated, guarded by mu.
 	mu     sync.Mutex
@@ -84,8 +85,13 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 	if err := checkDir(path); err != nil {
 		return nil, err
 	}
+	lock, err := lockWriter(path)
+	if err != nil {
+		return nil, err
+	}
 	created, err := createFile(path)
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
 	if !created {
@@ -95,6 +101,7 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 	}
 	db, err := sql.Open("sqlite3", writerDSN(path))
 	if err != nil {
+		lock.release()
 		return nil, explain(path, err)
 	}
 	// One connection: SQLite allows one writer at a time anyway, and a
@@ -106,6 +113,7 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 	db.SetConnMaxIdleTime(0)
 	fail := func(err error) (*Store, error) {
 		db.Close()
+		lock.release()
 		return nil, err
 	}
 	if err := db.PingContext(ctx); err != nil {
@@ -132,6 +140,7 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 		logger: logger,
 		anon:   anon,
 		db:     db,
+		lock:   lock,
 		ring:   make([]ntp.Observation, cfg.QueueSize),
 		kick:   make(chan struct{}, 1),
 		reqs:   make(chan request),

@@ -520,6 +520,7 @@ func (w *writer) finish(abandon bool) {
 		cancel()
 	}
 	err := s.db.Close()
+	s.lock.release()
 	switch {
 	case lost > 0:
 		s.closeErr = fmt.Errorf("database %s: closed without writing %d observations: %w", s.path, lost, errAborted)
