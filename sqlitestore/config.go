@@ -9,7 +9,9 @@ import (
 
 // Defaults applied by Config.withDefaults to zero fields.
 const (
-	DefaultBatchSize           = 100
+	DefaultBatchSize = 100
+	// MaxBatchSize bounds database.batch_size.
+	MaxBatchSize               = 100000
 	DefaultFlushInterval       = 30 * time.Second
 	DefaultQueueSize           = 65536
 	DefaultRetentionDays       = 30
@@ -149,8 +151,8 @@ func (c Config) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, errors.New("database.batch_size must be > 0"))
 	}
-	if c.BatchSize > 100000 {
-		errs = append(errs, errors.New("database.batch_size must be <= 100000"))
+	if c.BatchSize > MaxBatchSize {
+		errs = append(errs, fmt.Errorf("database.batch_size must be <= %d", MaxBatchSize))
 	}
 	if c.FlushInterval < 0 {
 		errs = append(errs, errors.New("database.flush_interval must be > 0"))

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -44,7 +45,7 @@ func CheckFormat(f string) (string, error) {
 	case FormatJSON, FormatCSV, FormatNDJSON:
 		return f, nil
 	}
-	return "", fmt.Errorf("format must be json, csv or ndjson, not %q", f)
+	return "", invalidf("format must be json, csv or ndjson, not %q", f)
 }
 
 // exportCachePragma sizes the page cache of an export's connection.
@@ -71,17 +72,31 @@ func prefixRange(p netip.Prefix) (lo, hi []byte) {
 	return b, h
 }
 
+// ParseClientFilter reads an export's client filter as users write it:
+// one address (192.0.2.7, 2001:db8::7) or a CIDR prefix (192.0.2.0/24).
+// Export normalises it (masks it, unmaps IPv4-mapped addresses).
+func ParseClientFilter(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 // normalizePrefix unmaps IPv4-mapped prefixes and sends single addresses
 // through the reader's anonymizer.
 func (r *Reader) normalizePrefix(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
-		return p, errors.New("client prefix is invalid")
+		return p, invalidf("client prefix is invalid")
 	}
 	a := p.Addr()
 	bits := p.Bits()
 	if a.Is4In6() {
 		if bits < 96 {
-			return p, fmt.Errorf("client prefix %s mixes IPv4-mapped and IPv6 addresses", p)
+			return p, invalidf("client prefix %s mixes IPv4-mapped and IPv6 addresses (write the IPv4 prefix, e.g. 192.0.2.0/24)", p)
 		}
 		a, bits = a.Unmap(), bits-96
 	}
@@ -105,7 +120,7 @@ func (r *Reader) Export(ctx context.Context, opts ExportOptions, w io.Writer, pr
 		return 0, err
 	}
 	if opts.Hours < 0 || opts.Hours > MaxHours {
-		return 0, fmt.Errorf("hours must be between 0 (all) and %d", MaxHours)
+		return 0, invalidf("hours must be between 0 (all) and %d", MaxHours)
 	}
 	from := int64(math.MinInt64)
 	if opts.Hours > 0 {

@@ -31,7 +31,10 @@ type Reader struct {
 
 // Default query windows and sizes.
 const (
-	DefaultHours           = 24
+	DefaultHours = 24
+	// DefaultDetailHours is the hourly history ClientDetail shows by
+	// default (the CLI's detail and the API's /api/clients/{ip}).
+	DefaultDetailHours     = 48
 	DefaultLatest          = 20
 	DefaultDelayThreshold  = 0.1
 	DefaultOffsetThreshold = 0.05
@@ -115,7 +118,7 @@ func checkHours(hours int) (int, error) {
 	case hours == 0:
 		return DefaultHours, nil
 	case hours < 0 || hours > MaxHours:
-		return 0, fmt.Errorf("hours must be between 1 and %d", MaxHours)
+		return 0, invalidf("hours must be between 1 and %d", MaxHours)
 	}
 	return hours, nil
 }
@@ -176,7 +179,7 @@ func scanClient(s scanner) (ClientRow, error) {
 // ListClients returns client summaries, most recently seen first.
 func (r *Reader) ListClients(ctx context.Context, opts ListOptions) ([]ClientRow, error) {
 	if opts.Limit < 0 {
-		return nil, errors.New("limit must be >= 0")
+		return nil, invalidf("limit must be 0 or more")
 	}
 	hours, err := checkHours(opts.Hours)
 	if err != nil {
@@ -274,13 +277,13 @@ func (o *obsScan) row(dst *ObservationRow) {
 // (oldest first). It returns ErrNotFound for an unknown client.
 func (r *Reader) ClientDetail(ctx context.Context, ip netip.Addr, latest int, hours int) (*ClientDetail, error) {
 	if !ip.IsValid() {
-		return nil, errors.New("client address is invalid")
+		return nil, invalidf("client address is invalid")
 	}
 	switch {
 	case latest == 0:
 		latest = DefaultLatest
 	case latest < 0 || latest > MaxLatest:
-		return nil, fmt.Errorf("latest must be between 1 and %d", MaxLatest)
+		return nil, invalidf("latest must be between 1 and %d", MaxLatest)
 	}
 	hours, err := checkHours(hours)
 	if err != nil {
@@ -883,9 +886,9 @@ func checkThreshold(name string, v, def float64) (float64, error) {
 	case v == 0:
 		return def, nil
 	case math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > 1e9:
-		return 0, fmt.Errorf("%s must be a positive number of seconds", name)
+		return 0, invalidf("%s must be a positive number of seconds, at most 1e9", name)
 	case v < 1e-9:
-		return 0, fmt.Errorf("%s must be at least 1e-9 seconds", name)
+		return 0, invalidf("%s must be at least 1e-9 seconds (1 ns)", name)
 	}
 	return v, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/ntpexp/ntpexp/ntp"
+	"github.com/ntpexp/ntpexp/sqlitestore"
 )
 
 // Seconds is a duration given in seconds, as in the old tool's
@@ -115,6 +116,7 @@ type Config struct {
 		BufferSize   int      `default:"8388608" json:"buffer_size" help:"Passive mode: kernel capture buffer per interface, in bytes. Frames that do not fit are dropped by the kernel and counted (ntpexp_capture_kernel_drops_total)."`
 		ReplyTimeout Seconds  `default:"1" json:"reply_timeout" help:"Passive mode: seconds a captured request waits for the daemon's reply before it is recorded as unanswered."`
 		MaxPending   int      `default:"65536" json:"max_pending" help:"Passive mode: requests that may wait for their reply at once (about 420 bytes each); beyond it the oldest is recorded with drop reason capture_lost."`
+		Mirror       bool     `default:"false" json:"mirror" help:"Passive mode: the interface is a mirror (SPAN) port, so also pair frames neither to nor from this host. Off: such frames (seen while something, e.g. tcpdump, has the interface promiscuous) are ignored and counted (ntpexp_passive_ignored_packets_total{kind=\"other_host\"})."`
 	} `embed:"" prefix:"capture." json:"capture" group:"Capture (passive mode)"`
 	Metrics struct {
 		MaxClients int      `default:"256" json:"max_clients" help:"Clients with per-client series (the most recently active); 0 disables per-client series."`
@@ -140,8 +142,8 @@ func (c *Config) Validate(source func(key string) string) error {
 	if c.Database.Path == "" {
 		bad("database.path", `""`, "must name a file")
 	}
-	if c.Database.BatchSize < 1 || c.Database.BatchSize > 1_000_000 {
-		bad("database.batch_size", c.Database.BatchSize, "must be between 1 and 1000000")
+	if c.Database.BatchSize < 1 || c.Database.BatchSize > sqlitestore.MaxBatchSize {
+		bad("database.batch_size", c.Database.BatchSize, fmt.Sprintf("must be between 1 and %d", sqlitestore.MaxBatchSize))
 	}
 	if c.Database.FlushInterval.D() <= 0 {
 		bad("database.flush_interval", c.Database.FlushInterval, "must be more than 0 seconds")

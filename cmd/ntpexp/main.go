@@ -11,6 +11,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/go-kit/log"
+	"github.com/ntpexp/ntpexp/sqlitestore"
 )
 
 // Exit codes.
@@ -123,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := ctx.Run(&cli.Settings, e); err != nil {
 		fmt.Fprintf(stderr, "ntpexp: %v\n", err)
 		var ue usageError
-		if errors.As(err, &ue) {
+		if errors.As(err, &ue) || errors.Is(err, sqlitestore.ErrInvalidArgument) {
 			return exitUsage
 		}
 		return exitFailure

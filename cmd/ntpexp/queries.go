@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -53,9 +53,15 @@ func openReader(c *Config) (*sqlitestore.Reader, error) {
 	return r, nil
 }
 
-func checkHours(h int) error {
-	if h < 0 {
-		return usageError{fmt.Errorf("--hours %d: must be 0 or more", h)}
+// checkHours checks a query window: whole hours from 1 to
+// sqlitestore.MaxHours (export also takes 0, for everything retained).
+func checkHours(h int, zeroOK bool) error {
+	lo := 1
+	if zeroOK {
+		lo = 0
+	}
+	if h < lo || h > sqlitestore.MaxHours {
+		return usageError{fmt.Errorf("--hours %d: must be a whole number of hours from %d to %d", h, lo, sqlitestore.MaxHours)}
 	}
 	return nil
 }
@@ -75,7 +81,7 @@ type ListCmd struct {
 }
 
 func (l *ListCmd) Run(c *Config, e *env) error {
-	if err := checkHours(l.Hours); err != nil {
+	if err := checkHours(l.Hours, false); err != nil {
 		return err
 	}
 	r, err := openReader(c)
@@ -109,11 +115,11 @@ func (d *DetailCmd) Run(c *Config, e *env) error {
 	if err != nil {
 		return usageError{fmt.Errorf("%q is not an IP address", d.IP)}
 	}
-	if err := checkHours(d.Hours); err != nil {
+	if err := checkHours(d.Hours, false); err != nil {
 		return err
 	}
-	if d.Latest < 0 {
-		return usageError{fmt.Errorf("--latest %d: must be 0 or more", d.Latest)}
+	if d.Latest < 1 || d.Latest > sqlitestore.MaxLatest {
+		return usageError{fmt.Errorf("--latest %d: must be from 1 to %d", d.Latest, sqlitestore.MaxLatest)}
 	}
 	r, err := openReader(c)
 	if err != nil {
@@ -140,7 +146,7 @@ type StatsCmd struct {
 }
 
 func (s *StatsCmd) Run(c *Config, e *env) error {
-	if err := checkHours(s.Hours); err != nil {
+	if err := checkHours(s.Hours, false); err != nil {
 		return err
 	}
 	r, err := openReader(c)
@@ -167,7 +173,7 @@ type AnomaliesCmd struct {
 }
 
 func (a *AnomaliesCmd) Run(c *Config, e *env) error {
-	if err := checkHours(a.Hours); err != nil {
+	if err := checkHours(a.Hours, false); err != nil {
 		return err
 	}
 	if a.DelayThreshold <= 0 || a.OffsetThreshold <= 0 {
@@ -196,17 +202,13 @@ type ExportCmd struct {
 	Out      string `short:"o" placeholder:"FILE" help:"Write to FILE instead of standard output."`
 }
 
-func (x *ExportCmd) Run(c *Config, e *env) error {
-	if err := checkHours(x.Hours); err != nil {
+func (x *ExportCmd) Run(c *Config, e *env) (err error) {
+	if err := checkHours(x.Hours, true); err != nil {
 		return err
 	}
 	var prefix netip.Prefix
 	if x.ClientIP != "" {
-		if p, err := netip.ParsePrefix(x.ClientIP); err == nil {
-			prefix = p.Masked()
-		} else if a, err := netip.ParseAddr(x.ClientIP); err == nil {
-			prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-		} else {
+		if prefix, err = sqlitestore.ParseClientFilter(x.ClientIP); err != nil {
 			return usageError{fmt.Errorf("--client-ip %q: want an IP address or a CIDR prefix", x.ClientIP)}
 		}
 	}
@@ -217,12 +219,18 @@ func (x *ExportCmd) Run(c *Config, e *env) error {
 	defer r.Close()
 	w := e.stdout
 	if x.Out != "" {
-		f, err := os.OpenFile(x.Out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
-		if err != nil {
-			return err
+		out, oerr := createOutput(x.Out)
+		if oerr != nil {
+			return oerr
 		}
-		defer f.Close()
-		w = f
+		// Removes the partial file unless committed.
+		defer out.abort()
+		w = out.f
+		defer func() {
+			if err == nil { // the function's result
+				err = out.commit()
+			}
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -241,6 +249,62 @@ func (x *ExportCmd) Run(c *Config, e *env) error {
 		fmt.Fprintf(e.stderr, "\rexported %d rows\n", n)
 	}
 	return err
+}
+
+// output is an export file that appears only when complete: rows go to
+// a temporary file beside it (mode 0600, like the database they come
+// from), renamed over the name at the end, so a failed or interrupted
+// export leaves nothing half-written. A name that is not a regular file
+// (a FIFO, /dev/stdout) is written directly.
+type output struct {
+	f         *os.File
+	name, tmp string
+	done      bool
+}
+
+func createOutput(name string) (*output, error) {
+	if st, err := os.Stat(name); err == nil && !st.Mode().IsRegular() {
+		f, err := os.OpenFile(name, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &output{f: f, name: name}, nil
+	}
+	dir, base := filepath.Split(name)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".part-*")
+	if err != nil {
+		return nil, fmt.Errorf("export to %s: %w (the directory must exist and be writable)", name, err)
+	}
+	return &output{f: f, name: name, tmp: f.Name()}, nil
+}
+
+func (o *output) commit() error {
+	o.done = true
+	err := o.f.Close()
+	if o.tmp == "" {
+		return err
+	}
+	if err == nil {
+		err = os.Rename(o.tmp, o.name)
+	}
+	if err != nil {
+		os.Remove(o.tmp)
+		return fmt.Errorf("export to %s: %w", o.name, err)
+	}
+	return nil
+}
+
+func (o *output) abort() {
+	if o.done {
+		return
+	}
+	o.f.Close()
+	if o.tmp != "" {
+		os.Remove(o.tmp)
+	}
 }
 
 func isTerminal(w io.Writer) bool {
@@ -290,10 +354,10 @@ func (v *VacuumCmd) Run(c *Config, e *env) error {
 		return err
 	}
 	s, err := sqlitestore.Open(context.Background(), sc, e.logger)
+	if errors.Is(err, sqlitestore.ErrInUse) {
+		return fmt.Errorf("%w. While serve runs, it vacuums incrementally on its own; for a full VACUUM, stop it first", err)
+	}
 	if err != nil {
-		if strings.Contains(err.Error(), "locked") {
-			return fmt.Errorf("%w (a running 'ntpexp serve' holds the database; vacuum while it runs is not needed: it vacuums incrementally on its own)", err)
-		}
 		return err
 	}
 	if err := s.Vacuum(context.Background()); err != nil {

@@ -3,14 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
+	"io"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ntpexp/ntpexp/exporter/api"
 	"github.com/ntpexp/ntpexp/ntp"
 	"github.com/ntpexp/ntpexp/sqlitestore"
 )
@@ -239,5 +245,185 @@ func TestQueryGolden(t *testing.T) {
 				checkGolden(t, name, stdout)
 			})
 		}
+	}
+}
+
+// goldenConfig writes the golden fixture and a config file pointing at it,
+// and fixes the query clock.
+func goldenConfig(t *testing.T) (conf, db string) {
+	t.Helper()
+	dir := t.TempDir()
+	db = writeGoldenFixture(t, dir)
+	conf = filepath.Join(dir, "config.json")
+	if err := os.WriteFile(conf, []byte(`{"database": {"path": "`+db+`"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	saved := queryClock
+	queryClock = func() time.Time { return goldenNow }
+	t.Cleanup(func() { queryClock = saved })
+	return conf, db
+}
+
+// TestQueryBadArguments: every mistake exits 2 with a message naming it,
+// whether the command line or the store catches it.
+func TestQueryBadArguments(t *testing.T) {
+	conf, _ := goldenConfig(t)
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"list", "--hours", "0"}, "--hours 0: must be a whole number of hours from 1 to 100000"},
+		{[]string{"list", "--active", "--hours=-1"}, "--hours -1: must be"},
+		{[]string{"stats", "--hours", "100001"}, "--hours 100001: must be"},
+		{[]string{"stats", "--hours", "two"}, "--hours"},
+		{[]string{"detail", "300.1.2.3"}, `"300.1.2.3" is not an IP address`},
+		{[]string{"detail", "192.0.2.10", "--latest", "0"}, "--latest 0: must be from 1 to 10000"},
+		{[]string{"anomalies", "--delay-threshold=-0.1"}, "must be more than 0 seconds"},
+		{[]string{"anomalies", "--offset-threshold", "1e-10"}, "offset_threshold must be at least 1e-9 seconds"},
+		{[]string{"export", "--hours=-1"}, "--hours -1: must be a whole number of hours from 0"},
+		{[]string{"export", "--format", "xml"}, "--format"},
+		{[]string{"export", "--client-ip", "192.0.2.300"}, `--client-ip "192.0.2.300": want an IP address or a CIDR prefix`},
+		{[]string{"export", "--client-ip", "::ffff:192.0.2.0/64"}, "mixes IPv4-mapped and IPv6"},
+	} {
+		stdout, stderr, code := runGolden(t, append([]string{"--config", conf}, tc.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, tc.msg) || stdout != "" {
+			t.Errorf("ntpexp %s: exit %d, stderr %q, stdout %q; want exit %d and %q", strings.Join(tc.args, " "), code, stderr, stdout, exitUsage, tc.msg)
+		}
+	}
+}
+
+// TestExportToFile: -o writes the same rows as standard output, 0600 like
+// the database; a failed export leaves neither the file nor a part file.
+func TestExportToFile(t *testing.T) {
+	conf, _ := goldenConfig(t)
+	want, stderr, code := runGolden(t, "--config", conf, "export", "--format", "csv")
+	if code != 0 {
+		t.Fatalf("export: exit %d: %s", code, stderr)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "rows.csv")
+	// An existing file is replaced only when the export is complete.
+	if err := os.WriteFile(out, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runGolden(t, "--config", conf, "export", "--format", "csv", "-o", out); code != 0 {
+		t.Fatalf("export -o: exit %d: %s", code, stderr)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want || len(want) < 100 {
+		t.Errorf("export -o wrote %d bytes, standard output got %d", len(got), len(want))
+	}
+	if st, _ := os.Stat(out); st.Mode().Perm() != 0o600 {
+		t.Errorf("export file mode %v, want 0600", st.Mode().Perm())
+	}
+
+	// The store refuses this prefix after the file is opened.
+	failed := filepath.Join(dir, "failed.csv")
+	if _, stderr, code := runGolden(t, "--config", conf, "export", "--client-ip", "::ffff:192.0.2.0/64", "-o", failed); code != exitUsage {
+		t.Fatalf("failing export: exit %d: %s", code, stderr)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("after a failed export the directory holds %v, want only rows.csv", names)
+	}
+
+	if _, stderr, code := runGolden(t, "--config", conf, "export", "-o", filepath.Join(dir, "no-such-dir", "x.json")); code != exitFailure || !strings.Contains(stderr, "the directory must exist and be writable") {
+		t.Errorf("export into a missing directory: exit %d, %q", code, stderr)
+	}
+}
+
+// TestQueryAPIMatchesCLI: the API answers with the same content as the
+// command line's --output json (and the same CSV), defaults included.
+func TestQueryAPIMatchesCLI(t *testing.T) {
+	conf, db := goldenConfig(t)
+	r, err := sqlitestore.OpenReadOnly(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.SetClock(func() time.Time { return goldenNow })
+	srv := httptest.NewServer(api.New(r, nil))
+	defer srv.Close()
+	for _, tc := range []struct {
+		path string
+		args []string
+		raw  bool // compare bytes, not JSON values
+	}{
+		{"/api/clients", []string{"list", "--output", "json"}, false},
+		{"/api/clients?active=true&hours=24", []string{"list", "--active", "--hours", "24", "--output", "json"}, false},
+		{"/api/clients/192.0.2.10", []string{"detail", "192.0.2.10", "--output", "json"}, false},
+		{"/api/clients/2001:db8::53?hours=5&latest=3", []string{"detail", "2001:db8::53", "--hours", "5", "--latest", "3", "--output", "json"}, false},
+		{"/api/stats", []string{"stats", "--output", "json"}, false},
+		{"/api/stats?hours=48", []string{"stats", "--hours", "48", "--output", "json"}, false},
+		{"/api/anomalies", []string{"anomalies", "--output", "json"}, false},
+		{"/api/anomalies?delay_threshold=0.01&offset_threshold=0.001&hours=72", []string{"anomalies", "--delay-threshold", "0.01", "--offset-threshold", "0.001", "--hours", "72", "--output", "json"}, false},
+		{"/api/export?hours=24", []string{"export", "--hours", "24"}, false},
+		{"/api/export?format=csv&client_ip=203.0.113.0/24", []string{"export", "--format", "csv", "--client-ip", "203.0.113.0/24"}, true},
+		{"/api/export?format=ndjson", []string{"export", "--format", "ndjson"}, true},
+	} {
+		resp, err := srv.Client().Get(srv.URL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s %v", tc.path, resp.StatusCode, body, err)
+		}
+		stdout, stderr, code := runGolden(t, append([]string{"--config", conf}, tc.args...)...)
+		if code != 0 {
+			t.Fatalf("ntpexp %s: exit %d: %s", strings.Join(tc.args, " "), code, stderr)
+		}
+		if len(stdout) < 20 {
+			t.Fatalf("ntpexp %s: output too short to compare: %q", strings.Join(tc.args, " "), stdout)
+		}
+		if tc.raw {
+			if string(body) != stdout {
+				t.Errorf("GET %s differs from ntpexp %s:\n%s\n---\n%s", tc.path, strings.Join(tc.args, " "), body, stdout)
+			}
+			continue
+		}
+		var a, c any
+		if err := json.Unmarshal(body, &a); err != nil {
+			t.Fatalf("GET %s: %v", tc.path, err)
+		}
+		if err := json.Unmarshal([]byte(stdout), &c); err != nil {
+			t.Fatalf("ntpexp %s: %v", strings.Join(tc.args, " "), err)
+		}
+		if !reflect.DeepEqual(a, c) {
+			t.Errorf("GET %s differs from ntpexp %s:\n%s\n---\n%s", tc.path, strings.Join(tc.args, " "), body, stdout)
+		}
+	}
+}
+
+// TestVacuumRefusedWhileWriting: db vacuum does not run beside another
+// writer (a serve); it says who holds the database and what to do, and
+// runs once the writer is gone.
+func TestVacuumRefusedWhileWriting(t *testing.T) {
+	conf, db := goldenConfig(t)
+	s, err := sqlitestore.Open(context.Background(), sqlitestore.Config{Path: db}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runGolden(t, "--config", conf, "db", "vacuum")
+	if code != exitFailure || !strings.Contains(stderr, fmt.Sprintf("(pid %d)", os.Getpid())) || !strings.Contains(stderr, "for a full VACUUM, stop it first") {
+		t.Errorf("db vacuum beside a writer: exit %d, %q", code, stderr)
+	}
+	// Queries and backups need no lock.
+	if _, stderr, code := runGolden(t, "--config", conf, "list"); code != 0 {
+		t.Errorf("list beside a writer: exit %d: %s", code, stderr)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runGolden(t, "--config", conf, "db", "vacuum"); code != 0 {
+		t.Errorf("db vacuum after the writer closed: exit %d: %s", code, stderr)
 	}
 }

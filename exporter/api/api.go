@@ -86,6 +86,8 @@ func (h *handler) queryError(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.Is(err, sqlitestore.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, sqlitestore.ErrInvalidArgument):
+		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away.
 	default:
@@ -194,7 +196,7 @@ func (h *handler) clients(w http.ResponseWriter, r *http.Request) {
 func (h *handler) client(w http.ResponseWriter, r *http.Request) {
 	p := newParams(r, "latest", "hours")
 	latest := p.intIn("latest", sqlitestore.DefaultLatest, 1, sqlitestore.MaxLatest)
-	hours := p.intIn("hours", sqlitestore.DefaultHours, 1, sqlitestore.MaxHours)
+	hours := p.intIn("hours", sqlitestore.DefaultDetailHours, 1, sqlitestore.MaxHours)
 	ipStr := r.PathValue("ip")
 	ip, err := netip.ParseAddr(ipStr)
 	if err != nil {
@@ -246,18 +248,6 @@ func (h *handler) anomalies(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, a)
 }
 
-// parseClient accepts an address or a prefix.
-func parseClient(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		return netip.ParsePrefix(s)
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 var contentTypes = map[string]string{
 	sqlitestore.FormatJSON:   "application/json",
 	sqlitestore.FormatCSV:    "text/csv; charset=utf-8",
@@ -277,7 +267,7 @@ func (h *handler) export(w http.ResponseWriter, r *http.Request) {
 		opts.Format = sqlitestore.FormatJSON
 	}
 	if s, ok := p.get("client_ip"); ok {
-		pfx, err := parseClient(s)
+		pfx, err := sqlitestore.ParseClientFilter(s)
 		if err != nil {
 			p.fail("client_ip must be an IP address or prefix, not %q", s)
 		}
