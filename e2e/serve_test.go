@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,8 +91,35 @@ func TestLogFileReopenedOnSIGHUP(t *testing.T) {
 func TestOldToolCommandLines(t *testing.T) {
 	d := startDaemon(t, daemonOpts{Args: []string{"--ntp.ratelimit.enabled=false"}})
 	runLoad(t, d.NTPAddr, "-rate", "300", "-duration", "2s", "-sources", "30", "-first-source", "127.0.2.1", "-workers", "1", "-personality", "mix")
-	rows := d.waitRows(600, 20*time.Second, nil)
+	// One client whose clock is 2 s ahead: an offset anomaly.
+	const skewed = "127.0.3.1"
+	runLoad(t, d.NTPAddr, "-rate", "20", "-duration", "1s", "-sources", "1", "-first-source", skewed, "-workers", "1", "-personality", "sntp", "-skew", "2s")
+	d.waitRows(600, 20*time.Second, nil)
+	// The loads are over: wait until the count stops moving.
+	var rows []exportRow
+	for prev := -1; len(rows) != prev; time.Sleep(1500 * time.Millisecond) {
+		prev = len(rows)
+		rows = d.export()
+	}
+	perClient := map[string]int{}
+	for _, r := range rows {
+		perClient[r.ClientIP]++
+	}
+	if perClient[skewed] < 10 || len(perClient) != 31 {
+		t.Fatalf("%d clients, %d rows from %s; want 31 clients and about 20 rows", len(perClient), perClient[skewed], skewed)
+	}
 	ip := rows[0].ClientIP
+	// A table row or line per client: its address as a whole word.
+	has := func(out, ip string) bool {
+		return regexp.MustCompile(`(^|\s)` + regexp.QuoteMeta(ip) + `(\s|$)`).MatchString(out)
+	}
+	field := func(out, label string) string {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(label) + `:\s+(\S+)`).FindStringSubmatch(out)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
 	lines := [][]string{
 		{"list"},
 		{"list", "--active", "--hours", "24"},
@@ -100,47 +130,83 @@ func TestOldToolCommandLines(t *testing.T) {
 		{"export", "--client-ip", ip, "--format", "csv"},
 	}
 	for _, args := range lines {
+		line := "ntpexp " + strings.Join(args, " ")
 		out, err := d.ctl(args...)
 		if err != nil {
-			t.Errorf("ntpexp %s: %v", strings.Join(args, " "), err)
+			t.Errorf("%s: %v", line, err)
 			continue
 		}
 		switch args[0] {
 		case "list":
-			if !strings.Contains(out, ip) {
-				t.Errorf("ntpexp %s does not list %s:\n%s", strings.Join(args, " "), ip, out)
+			for c := range perClient {
+				if !has(out, c) {
+					t.Errorf("%s does not list %s:\n%s", line, c, out)
+				}
 			}
 		case "detail":
-			if !strings.Contains(out, ip) {
-				t.Errorf("detail lacks the client:\n%s", out)
+			if !has(out, ip) || field(out, "Requests") != strconv.Itoa(perClient[ip]) {
+				t.Errorf("%s: want %s with %d requests:\n%s", line, ip, perClient[ip], out)
 			}
 		case "stats":
-			if !strings.Contains(out, "600") && !strings.Contains(strings.ToLower(out), "requests") {
-				t.Errorf("stats:\n%s", out)
+			if got := field(out, "Requests"); got != strconv.Itoa(len(rows)) {
+				t.Errorf("%s: Requests %q, want %d:\n%s", line, got, len(rows), out)
+			}
+			if got := field(out, "Unique clients"); got != "31" {
+				t.Errorf("%s: Unique clients %q, want 31:\n%s", line, got, out)
+			}
+		case "anomalies":
+			if !strings.Contains(out, "thresholds: offset 50 ms, delay 100 ms") {
+				t.Errorf("%s: thresholds not as given:\n%s", line, out)
+			}
+			var found []string
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) > 4 && f[0] == "offset" {
+					found = append(found, f[1])
+					// KIND CLIENT COUNT TOTAL WORST: the worst is about +2 s.
+					if f[1] == skewed && !regexp.MustCompile(`^offset\s+\S+\s+\d+\s+\d+\s+2(\.\d+)? s\s`).MatchString(l) {
+						t.Errorf("%s: worst offset of %s is %s, want about 2 s:\n%s", line, skewed, f[4], out)
+					}
+				}
+			}
+			if len(found) != 1 || found[0] != skewed {
+				t.Errorf("%s: offset anomalies %v, want only %s:\n%s", line, found, skewed, out)
 			}
 		case "export":
 			if args[len(args)-1] == "json" {
 				var arr []map[string]any
-				if err := json.Unmarshal([]byte(out), &arr); err != nil || len(arr) < 600 {
-					t.Errorf("export json: %d rows, %v", len(arr), err)
+				if err := json.Unmarshal([]byte(out), &arr); err != nil || len(arr) != len(rows) {
+					t.Errorf("%s: %d rows, %v; want %d", line, len(arr), err, len(rows))
 				}
 			} else {
 				recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
-				if err != nil || len(recs) < 2 || recs[0][0] != "time" || recs[0][1] != "client_ip" {
-					t.Errorf("export csv: %v, %d records", err, len(recs))
+				if err != nil || len(recs) != perClient[ip]+1 || recs[0][0] != "time" || recs[0][1] != "client_ip" {
+					t.Errorf("%s: %v, %d records; want a header and %d rows", line, err, len(recs), perClient[ip])
 				}
 				for _, r := range recs[1:] {
 					if r[1] != ip {
-						t.Fatalf("export --client-ip %s returned %s", ip, r[1])
+						t.Fatalf("%s returned %s", line, r[1])
 					}
 				}
 			}
 		}
 	}
-	// Bad arguments: a clear error and a non-zero exit.
-	for _, bad := range [][]string{{"detail", "not-an-ip"}, {"list", "--hours", "-1"}, {"export", "--format", "xml"}, {"export", "--client-ip", "300.1.1.1"}} {
-		if out, err := d.ctl(bad...); err == nil {
-			t.Errorf("ntpexp %s succeeded: %s", strings.Join(bad, " "), out)
+	// Bad arguments: exit 2 and a message that names the mistake.
+	for _, bad := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"detail", "not-an-ip"}, `"not-an-ip" is not an IP address`},
+		{[]string{"list", "--hours", "-1"}, "--hours"},
+		{[]string{"list", "--active", "--hours", "0"}, "--hours 0: must be a whole number of hours from 1"},
+		{[]string{"anomalies", "--delay-threshold", "0"}, "must be more than 0 seconds"},
+		{[]string{"export", "--format", "xml"}, "--format"},
+		{[]string{"export", "--client-ip", "300.1.1.1"}, `--client-ip "300.1.1.1": want an IP address or a CIDR prefix`},
+	} {
+		cmd := exec.Command(ntpexpBin, append(bad.args, "--database.path", d.DB)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), bad.msg) {
+			t.Errorf("ntpexp %s: %v, %q; want exit 2 and %q", strings.Join(bad.args, " "), err, out, bad.msg)
 		}
 	}
 }

@@ -108,6 +108,10 @@ func netipMust(s string) (a netipAddr) { return mustAddr(s) }
 func TestConcurrentReadersDoNotStallWriter(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.FlushInterval = 5 * time.Millisecond
+	// A queue far smaller than the rows written (about 0.2 s of them):
+	// a writer held up by the readers for longer drops rows, and the test
+	// fails. TestExportHeldOpenDoesNotStallWriter holds a reader still.
+	cfg.QueueSize = 4096
 	s := openStore(t, cfg)
 	r := openReader(t, cfg.Path)
 	ctx := context.Background()
@@ -124,7 +128,7 @@ func TestConcurrentReadersDoNotStallWriter(t *testing.T) {
 			o := withOffset(obs(t0.Add(time.Duration(i)*time.Millisecond), fmt.Sprintf("10.2.%d.%d:123", i%7, i%251)),
 				ntp.MethodExchange, time.Duration(i)*time.Microsecond, 3*time.Millisecond)
 			s.Observe(&o)
-			if i%2000 == 0 {
+			if i%100 == 0 { // at most 20,000 rows/s
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
@@ -170,6 +174,75 @@ func TestConcurrentReadersDoNotStallWriter(t *testing.T) {
 	if reads.Load() == 0 {
 		t.Error("no read completed")
 	}
+}
+
+// blockingWriter holds an export in the middle of its read transaction:
+// its first Write signals started and waits for release.
+type blockingWriter struct {
+	started, release chan struct{}
+	once             sync.Once
+	n                int
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	b.once.Do(func() {
+		close(b.started)
+		<-b.release
+	})
+	b.n += len(p)
+	return len(p), nil
+}
+
+// TestExportHeldOpenDoesNotStallWriter: while an export sits in the
+// middle of its read transaction (its reader stopped reading), the writer
+// commits batch after batch, and the export still sees only its snapshot.
+func TestExportHeldOpenDoesNotStallWriter(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.FlushInterval = 5 * time.Millisecond
+	s := openStore(t, cfg)
+	const before = 30000
+	for i := 0; i < before; i++ {
+		o := obs(t0.Add(time.Duration(i)*time.Millisecond), fmt.Sprintf("10.3.%d.%d:123", i%5, i%199))
+		s.Observe(&o)
+	}
+	waitFor(t, "first rows written", func() bool { return s.RowsWritten() == before })
+	r := openReader(t, cfg.Path)
+	bw := &blockingWriter{started: make(chan struct{}), release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(bw.release) }) }
+	t.Cleanup(release)
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := r.Export(context.Background(), ExportOptions{Format: FormatNDJSON}, bw, nil)
+		done <- result{n, err}
+	}()
+	select {
+	case <-bw.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("export never wrote")
+	}
+	// The export is stuck in its read transaction. 10 more batches:
+	for b := 0; b < 10; b++ {
+		for i := 0; i < 1000; i++ {
+			o := obs(t0.Add(time.Hour+time.Duration(b*1000+i)*time.Millisecond), fmt.Sprintf("10.4.%d.%d:123", b, i%211))
+			s.Observe(&o)
+		}
+		want := uint64(before + (b+1)*1000)
+		waitFor(t, "rows written while an export is held open", func() bool { return s.RowsWritten() == want })
+	}
+	release()
+	res := <-done
+	if res.err != nil || res.n != before {
+		t.Errorf("export: %d rows, %v; want its snapshot's %d", res.n, res.err, before)
+	}
+	if s.RowsDropped() != 0 || s.WriteErrors() != 0 {
+		t.Errorf("dropped %d, write errors %d", s.RowsDropped(), s.WriteErrors())
+	}
+	closeStore(t, s)
 }
 
 func TestBackupWhileWriting(t *testing.T) {

@@ -69,6 +69,7 @@ type options struct {
 	version     int
 	payload     int
 	echo        bool
+	skew        time.Duration
 }
 
 // Result is the JSON output.
@@ -125,6 +126,7 @@ func main() {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
 	fs.IntVar(&o.version, "version", 4, "NTP version in requests")
 	fs.IntVar(&o.payload, "length", headerLen, "request length in bytes (>= 48; extra bytes are zero)")
+	fs.DurationVar(&o.skew, "skew", 0, "clients' clock offset from the real time (ntpd and SNTP personalities put it in their timestamps; chrony-like clients reveal none)")
 	fs.BoolVar(&o.echo, "echo", false, "the server is a UDP echo server (benchmark ceiling): a reply is the request itself")
 	fs.Parse(os.Args[1:])
 	var err error
@@ -176,6 +178,7 @@ type pend struct {
 
 type worker struct {
 	echo    bool
+	skew    time.Duration // the clients' clock error
 	conn    *ipv4.PacketConn
 	raw     net.PacketConn
 	dst     *net.UDPAddr
@@ -219,10 +222,10 @@ func (w *worker) build(buf []byte, c *client, version int) uint64 {
 		binary.BigEndian.PutUint32(buf[12:], 0x7f000001)
 		binary.BigEndian.PutUint64(buf[24:], c.prevT3)
 		binary.BigEndian.PutUint64(buf[32:], c.prevT4)
-		tx = ntpNow(now)
+		tx = ntpNow(now.Add(w.skew))
 	case pSNTP:
 		buf[0] = byte(3<<6 | version<<3 | 3)
-		tx = ntpNow(now)
+		tx = ntpNow(now.Add(w.skew))
 	}
 	// Unique per client even if the clock did not move.
 	for {
@@ -273,7 +276,7 @@ func (w *worker) handle(b []byte, at time.Time) int {
 	t3 := binary.BigEndian.Uint64(b[40:])
 	w.proc = append(w.proc, diff(t3, t2))
 	w.rtt = append(w.rtt, at.Sub(p.at))
-	c.prevT3, c.prevT4 = t3, ntpNow(at)
+	c.prevT3, c.prevT4 = t3, ntpNow(at.Add(w.skew))
 	return idx
 }
 
@@ -286,7 +289,7 @@ func newWorker(o options, id int, pers []personality, dst *net.UDPAddr) (*worker
 		uc.SetReadBuffer(4 << 20)
 		uc.SetWriteBuffer(4 << 20)
 	}
-	w := &worker{echo: o.echo, conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]pend{}}
+	w := &worker{echo: o.echo, skew: o.skew, conn: ipv4.NewPacketConn(pc), raw: pc, dst: dst, pending: map[uint64]pend{}}
 	// This worker's share of the source addresses.
 	base := o.firstSource.As4()
 	start := binary.BigEndian.Uint32(base[:])
