@@ -159,6 +159,7 @@ type writer struct {
 
 	// Bind buffers, reused.
 	obsArgs, clientArgs, hourArgs, totalArgs, dayArgs, keyArgs, oneArg []driver.NamedValue
+	binder                                                             *rowBinder
 	dest                                                               []driver.Value
 	offP, delayP, tallyP                                               countPairs
 	blob                                                               []byte
@@ -269,6 +270,7 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 		dayIdx:     make(map[hourRef]int32),
 		rollups:    newRollupCache(s.cfg.rollupCacheRows),
 		obsArgs:    namedValues(31),
+		binder:     newRowBinder(),
 		clientArgs: namedValues(22),
 		hourArgs:   namedValues(20),
 		totalArgs:  namedValues(15),
@@ -756,6 +758,9 @@ func (w *writer) writeTx(c driver.Conn, batch []ntp.Observation) error {
 }
 
 func (w *writer) insertRows(ins driver.Stmt, batch []ntp.Observation) error {
+	if h, err := stmtHandle(ins); err == nil && rowBinderEnabled {
+		return w.insertRowsC(h, batch)
+	}
 	a := w.obsArgs
 	var local netip.Addr
 	var localValue driver.Value
