@@ -17,6 +17,7 @@ type passiveCollector struct {
 	requests, replies, unanswered, lost   *prometheus.Desc
 	pending, pendingCap, overflows, dups  *prometheus.Desc
 	ignored, invalid, truncated, kernDrop *prometheus.Desc
+	fragments                             *prometheus.Desc
 }
 
 // RegisterPassive registers the passive-mode metrics on reg, read from s
@@ -38,16 +39,17 @@ func RegisterPassive(reg prometheus.Registerer, s PassiveStats) error {
 		pendingCap: d("ntpexp_passive_pending_capacity", "Most requests that may wait for a reply at once (capture.max_pending)."),
 		overflows:  d("ntpexp_passive_pending_overflows_total", "Requests pushed out of a full pending table before their reply could be seen."),
 		dups:       d("ntpexp_passive_duplicate_requests_total", "Requests identical to one still waiting for its reply (replays, copies in a flood)."),
-		ignored:    d("ntpexp_passive_ignored_packets_total", "NTP packets not recorded as requests: this host's own upstream requests (own_request) and the replies to them (own_reply), and requests seen a second time on another captured interface (copy).", "kind"),
+		ignored:    d("ntpexp_passive_ignored_packets_total", "NTP packets not recorded as requests: this host's own upstream requests (own_request) and the replies to them (own_reply), requests and replies seen a second time on another captured interface (copy), and frames neither to nor from this host, without capture.mirror (other_host).", "kind"),
 		invalid:    d("ntpexp_capture_invalid_frames_total", "Captured frames that passed the filter but are not a UDP/NTP packet that can be read."),
-		truncated:  d("ntpexp_capture_truncated_frames_total", "Captured frames longer than the capture buffer (2048 bytes), not read."),
+		truncated:  d("ntpexp_capture_truncated_frames_total", "Captured frames longer than the capture buffer (2048 bytes), not read; one this host sent is a capture gap."),
+		fragments:  d("ntpexp_capture_fragments_total", "First fragments of fragmented NTP datagrams, not reassembled; one the daemon sent is a capture gap."),
 		kernDrop:   d("ntpexp_capture_kernel_drops_total", "Frames the kernel dropped because the capture buffer was full; raise capture.buffer_size if this grows."),
 	})
 }
 
 func (c *passiveCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.requests, c.replies, c.unanswered, c.lost, c.pending, c.pendingCap,
-		c.overflows, c.dups, c.ignored, c.invalid, c.truncated, c.kernDrop} {
+		c.overflows, c.dups, c.ignored, c.invalid, c.truncated, c.kernDrop, c.fragments} {
 		ch <- d
 	}
 }
@@ -69,7 +71,9 @@ func (c *passiveCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.ignored, n.IgnoredOutgoingRequests, "own_request")
 	counter(c.ignored, n.IgnoredIncomingReplies, "own_reply")
 	counter(c.ignored, n.Copies, "copy")
+	counter(c.ignored, n.IgnoredOtherHost, "other_host")
 	counter(c.invalid, n.Invalid)
 	counter(c.truncated, n.Truncated)
+	counter(c.fragments, n.Fragments)
 	counter(c.kernDrop, n.KernelDrops)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 
 	"golang.org/x/net/bpf"
 )
@@ -27,6 +28,7 @@ const (
 	etherTypeQinQ   = 0x88a8
 	etherTypeQinQ91 = 0x9100
 	ipProtoUDP      = 17
+	ipProtoFragment = 44 // IPv6 fragment header
 	// captureSnap is the largest frame length the filter passes whole;
 	// longer frames are cut there and counted as truncated.
 	captureSnap = 65535
@@ -34,10 +36,12 @@ const (
 
 // CaptureFilter returns the classic BPF program that passes IPv4 and IPv6
 // UDP packets with port 123 on either side, and nothing else, for the
-// given link type. IPv4 fragments other than the first are rejected (no
-// UDP header); IPv6 packets with extension headers before UDP are
-// rejected (NTP does not use them). It is checked with x/net/bpf's
-// virtual machine in tests, against real frames.
+// given link type. First fragments of such datagrams pass too, so that
+// they are counted (DecodeFrame reports errFrameFragment); later
+// fragments are rejected (no UDP header). IPv6 packets with other
+// extension headers before UDP are rejected (NTP does not use them). It
+// is checked with x/net/bpf's virtual machine in tests, against real
+// frames.
 func CaptureFilter(link LinkType) ([]bpf.RawInstruction, error) {
 	var a filterAsm
 	switch link {
@@ -101,13 +105,25 @@ func (a *filterAsm) ipv4(base uint32) {
 	a.jeq(ntpPort, "accept", "reject")
 }
 
-// ipv6 checks an IPv6 header at base: next header UDP, port 123.
+// ipv6 checks an IPv6 header at base: next header UDP, port 123; or a
+// fragment header with offset 0 followed by UDP, port 123.
 func (a *filterAsm) ipv6(base uint32) {
+	frag := "frag6_" + strconv.Itoa(int(base))
 	a.ins(bpf.LoadAbsolute{Off: base + 6, Size: 1})
+	a.jeq(ipProtoFragment, frag, "")
 	a.jeq(ipProtoUDP, "", "reject")
 	a.ins(bpf.LoadAbsolute{Off: base + 40, Size: 2})
 	a.jeq(ntpPort, "accept", "")
 	a.ins(bpf.LoadAbsolute{Off: base + 42, Size: 2})
+	a.jeq(ntpPort, "accept", "reject")
+	a.label(frag)
+	a.ins(bpf.LoadAbsolute{Off: base + 40, Size: 1})
+	a.jeq(ipProtoUDP, "", "reject")
+	a.ins(bpf.LoadAbsolute{Off: base + 42, Size: 2})
+	a.jset(0xfff8, "reject", "")
+	a.ins(bpf.LoadAbsolute{Off: base + 48, Size: 2})
+	a.jeq(ntpPort, "accept", "")
+	a.ins(bpf.LoadAbsolute{Off: base + 50, Size: 2})
 	a.jeq(ntpPort, "accept", "reject")
 }
 
@@ -186,11 +202,16 @@ func (a *filterAsm) assemble() ([]bpf.Instruction, error) {
 var (
 	errFrameShort = errors.New("ntp: frame too short")
 	errFrameProto = errors.New("ntp: not a UDP datagram we read")
+	// errFrameFragment: the first fragment of a fragmented UDP datagram;
+	// DecodeFrame returns its source and destination with it.
+	errFrameFragment = errors.New("ntp: IP fragment")
 )
 
 // DecodeFrame finds the UDP payload, source and destination of a frame
 // that the capture filter passed. The payload is cut to the UDP length
-// (Ethernet pads short frames). It does not allocate.
+// (Ethernet pads short frames). A first fragment of a fragmented datagram
+// is errFrameFragment, with src and dst; fragments are not reassembled.
+// It does not allocate.
 func DecodeFrame(link LinkType, frame []byte) (payload []byte, src, dst netip.AddrPort, err error) {
 	ip := frame
 	if link == LinkEthernet {
@@ -226,7 +247,8 @@ func DecodeFrame(link LinkType, frame []byte) (payload []byte, src, dst netip.Ad
 		}
 		ihl := int(ip[0]&0xf) * 4
 		total := int(binary.BigEndian.Uint16(ip[2:]))
-		if ihl < 20 || total < ihl || ip[9] != ipProtoUDP || binary.BigEndian.Uint16(ip[6:])&0x1fff != 0 {
+		frag := binary.BigEndian.Uint16(ip[6:])
+		if ihl < 20 || total < ihl || ip[9] != ipProtoUDP || frag&0x1fff != 0 {
 			return nil, src, dst, errFrameProto
 		}
 		if total > len(ip) {
@@ -234,12 +256,15 @@ func DecodeFrame(link LinkType, frame []byte) (payload []byte, src, dst netip.Ad
 		}
 		sa, da = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
 		udp = ip[ihl:total]
+		if frag&0x2000 != 0 { // more fragments: the first of several
+			return fragmentPorts(udp, sa, da)
+		}
 	case 6:
 		if len(ip) < 40 {
 			return nil, src, dst, errFrameShort
 		}
 		plen := int(binary.BigEndian.Uint16(ip[4:]))
-		if ip[6] != ipProtoUDP {
+		if ip[6] != ipProtoUDP && ip[6] != ipProtoFragment {
 			return nil, src, dst, errFrameProto
 		}
 		if 40+plen > len(ip) {
@@ -247,6 +272,19 @@ func DecodeFrame(link LinkType, frame []byte) (payload []byte, src, dst netip.Ad
 		}
 		sa, da = netip.AddrFrom16([16]byte(ip[8:24])).Unmap(), netip.AddrFrom16([16]byte(ip[24:40])).Unmap()
 		udp = ip[40 : 40+plen]
+		if ip[6] == ipProtoFragment {
+			// Fragment header: next header, reserved, offset and M flag.
+			if len(udp) < 8 {
+				return nil, src, dst, errFrameShort
+			}
+			if udp[0] != ipProtoUDP || binary.BigEndian.Uint16(udp[2:])&0xfff8 != 0 {
+				return nil, src, dst, errFrameProto
+			}
+			if binary.BigEndian.Uint16(udp[2:])&1 != 0 {
+				return fragmentPorts(udp[8:], sa, da)
+			}
+			udp = udp[8:] // an atomic fragment: the whole datagram
+		}
 	default:
 		return nil, src, dst, errFrameProto
 	}
@@ -260,4 +298,15 @@ func DecodeFrame(link LinkType, frame []byte) (payload []byte, src, dst netip.Ad
 	src = netip.AddrPortFrom(sa, binary.BigEndian.Uint16(udp[0:]))
 	dst = netip.AddrPortFrom(da, binary.BigEndian.Uint16(udp[2:]))
 	return udp[8:ulen], src, dst, nil
+}
+
+// fragmentPorts returns errFrameFragment with the source and destination
+// of a first fragment whose UDP header starts udp.
+func fragmentPorts(udp []byte, sa, da netip.Addr) (payload []byte, src, dst netip.AddrPort, err error) {
+	if len(udp) < 8 {
+		return nil, src, dst, errFrameShort
+	}
+	src = netip.AddrPortFrom(sa, binary.BigEndian.Uint16(udp[0:]))
+	dst = netip.AddrPortFrom(da, binary.BigEndian.Uint16(udp[2:]))
+	return nil, src, dst, errFrameFragment
 }

@@ -17,6 +17,8 @@ type frameSpec struct {
 	raw      bool     // no Ethernet header (tun)
 	fragOff  uint16   // IPv4 fragment offset field (in 8-byte units)
 	ext6     bool     // IPv6 hop-by-hop header before UDP
+	frag6    bool     // IPv6 fragment header before UDP
+	frag6Off uint16   // its offset and M flag field
 	pad      int      // Ethernet padding after the IP packet
 	payload  []byte
 }
@@ -49,12 +51,18 @@ func buildFrame(s frameSpec) []byte {
 		if s.ext6 {
 			next = 0 // hop-by-hop
 		}
+		if s.frag6 {
+			next = ipProtoFragment
+		}
 		ip[6], ip[7] = next, 64
 		a, b := s.src.Addr().As16(), s.dst.Addr().As16()
 		copy(ip[8:], a[:])
 		copy(ip[24:], b[:])
 		if s.ext6 {
 			ip = append(ip, s.proto, 0, 0, 0, 0, 0, 0, 0)
+		}
+		if s.frag6 {
+			ip = append(ip, s.proto, 0, byte(s.frag6Off>>8), byte(s.frag6Off), 0, 0, 0x12, 0x34)
 		}
 		binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40+len(udp)))
 	}
@@ -139,6 +147,71 @@ func TestCaptureFilterAndDecode(t *testing.T) {
 			}
 			if src != tc.spec.src || dst != tc.spec.dst || string(payload) != string(tc.spec.payload) {
 				t.Fatalf("decoded %v → %v %x, want %v → %v %x", src, dst, payload, tc.spec.src, tc.spec.dst, tc.spec.payload)
+			}
+		})
+	}
+}
+
+// TestCaptureFilterFragments: first fragments of NTP datagrams pass the
+// filter and are reported as fragments, with their addresses and ports,
+// so that a reply in fragments counts as a capture gap; later fragments
+// (no UDP header) are rejected; an IPv6 atomic fragment is a whole
+// datagram and is read.
+func TestCaptureFilterFragments(t *testing.T) {
+	req := request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 0x0102030405060708})
+	s4, c4 := netip.MustParseAddrPort("192.0.2.1:123"), netip.MustParseAddrPort("192.0.2.10:40000")
+	s6, c6 := netip.MustParseAddrPort("[2001:db8::1]:123"), netip.MustParseAddrPort("[2001:db8::10]:40000")
+	dns := netip.MustParseAddrPort("192.0.2.1:53")
+	tests := []struct {
+		name       string
+		spec       frameSpec
+		pass, frag bool
+	}{
+		{"ipv4 first fragment", frameSpec{src: s4, dst: c4, fragOff: 0x2000, payload: req}, true, true},
+		{"ipv4 first fragment, tagged", frameSpec{src: s4, dst: c4, fragOff: 0x2000, vlans: []uint16{etherTypeVLAN}, payload: req}, true, true},
+		{"ipv4 later fragment", frameSpec{src: s4, dst: c4, fragOff: 0x2000 | 185, payload: req}, false, false},
+		{"ipv4 last fragment", frameSpec{src: s4, dst: c4, fragOff: 185, payload: req}, false, false},
+		{"ipv4 dns first fragment", frameSpec{src: dns, dst: c4, fragOff: 0x2000, payload: req}, false, true},
+		{"ipv6 first fragment", frameSpec{src: s6, dst: c6, frag6: true, frag6Off: 1, payload: req}, true, true},
+		{"ipv6 first fragment, raw", frameSpec{src: s6, dst: c6, raw: true, frag6: true, frag6Off: 1, payload: req}, true, true},
+		{"ipv6 later fragment", frameSpec{src: s6, dst: c6, frag6: true, frag6Off: 185 << 3, payload: req}, false, false},
+		{"ipv6 atomic fragment", frameSpec{src: s6, dst: c6, frag6: true, payload: req}, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			link := LinkEthernet
+			if tc.spec.raw {
+				link = LinkRawIP
+			}
+			raw, err := CaptureFilter(link)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prog, _ := bpf.Disassemble(raw)
+			vm, err := bpf.NewVM(prog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frame := buildFrame(tc.spec)
+			n, err := vm.Run(frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pass := n > 0; pass != tc.pass {
+				t.Fatalf("filter passed=%v, want %v", pass, tc.pass)
+			}
+			if !tc.pass && !tc.frag {
+				return
+			}
+			payload, src, dst, err := DecodeFrame(link, frame)
+			if tc.frag {
+				if err != errFrameFragment || src != tc.spec.src || dst != tc.spec.dst || payload != nil {
+					t.Fatalf("decoded %v → %v, %d bytes, err %v; want a fragment %v → %v", src, dst, len(payload), err, tc.spec.src, tc.spec.dst)
+				}
+				return
+			}
+			if err != nil || src != tc.spec.src || string(payload) != string(req) {
+				t.Fatalf("decoded %v → %v %x, err %v", src, dst, payload, err)
 			}
 		})
 	}

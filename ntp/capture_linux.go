@@ -78,7 +78,15 @@ type captureSocket struct {
 	buffer int
 	file   *os.File
 	rc     syscall.RawConn
+	// Kernel drops not yet logged, and when they were last logged (Unix
+	// ns; sweep goroutine only).
+	unloggedDrops uint64
+	lastDropLog   int64
 }
+
+// dropLogInterval is the least time between two kernel-drop warnings for
+// one interface; each says how many frames were dropped since the last.
+const dropLogInterval = 10 * time.Second
 
 // NewCapture makes a capture; Open opens its sockets.
 func NewCapture(cfg CaptureConfig, passive *Passive, logger log.Logger) *Capture {
@@ -282,15 +290,33 @@ func (c *Capture) sweep(now int64) error {
 		if idx != s.ifindex {
 			return fmt.Errorf("capture on %s stopped: the interface was removed (restart ntpexp once it is back; under systemd it restarts by itself)", s.iface)
 		}
-		if st != nil && st.Drops > 0 {
-			c.passive.CaptureGap(uint64(st.Drops))
-			level.Warn(c.logger).Log("msg", "capture buffer overflowed; frames dropped by the kernel",
-				"interface", s.iface, "dropped", st.Drops,
-				"fix", "raise capture.buffer_size, or check CPU load")
+		var drops uint64
+		if st != nil {
+			drops = uint64(st.Drops)
 		}
+		c.noteDrops(s, now, drops)
 	}
 	c.passive.Expire(now)
 	return nil
+}
+
+// noteDrops records n frames the kernel dropped on s (read at time now)
+// as a capture gap, and warns at most once per dropLogInterval per
+// interface with the frames dropped since the last warning.
+func (c *Capture) noteDrops(s *captureSocket, now int64, n uint64) {
+	c.passive.CaptureGap(n)
+	s.unloggedDrops += n
+	if s.unloggedDrops == 0 || (s.lastDropLog != 0 && now-s.lastDropLog < int64(dropLogInterval)) {
+		return
+	}
+	since := "start"
+	if s.lastDropLog != 0 {
+		since = time.Duration(now - s.lastDropLog).Round(time.Second).String()
+	}
+	level.Warn(c.logger).Log("msg", "capture buffer overflowed; frames dropped by the kernel",
+		"interface", s.iface, "dropped", s.unloggedDrops, "since_last_warning", since,
+		"fix", "raise capture.buffer_size, or check CPU load")
+	s.unloggedDrops, s.lastDropLog = 0, now
 }
 
 // Shutdown stops reading, waits for the readers, then records every
@@ -378,9 +404,16 @@ func (r *captureReader) recv(fd uintptr) bool {
 
 func (r *captureReader) handle(i int) {
 	m := &r.msgs[i]
+	dir := DirOther
+	switch r.names[i].Pkttype {
+	case unix.PACKET_HOST, unix.PACKET_BROADCAST, unix.PACKET_MULTICAST:
+		dir = DirIncoming
+	case unix.PACKET_OUTGOING:
+		dir = DirOutgoing
+	}
 	length := int(m.Len)
 	if m.Hdr.Flags&unix.MSG_TRUNC != 0 || length > recvBufLen {
-		r.p.Truncated()
+		r.p.Truncated(dir)
 		return
 	}
 	rx := captureTimestamp(r.oobs[i][:m.Hdr.Controllen])
@@ -388,16 +421,13 @@ func (r *captureReader) handle(i int) {
 		rx = time.Now().UnixNano()
 	}
 	payload, src, dst, err := DecodeFrame(r.s.link, r.bufs[i][:length])
-	if err != nil {
-		r.p.Invalid()
+	switch {
+	case errors.Is(err, errFrameFragment):
+		r.p.Fragment(src, dst, dir)
 		return
-	}
-	dir := DirOther
-	switch r.names[i].Pkttype {
-	case unix.PACKET_HOST, unix.PACKET_BROADCAST, unix.PACKET_MULTICAST:
-		dir = DirIncoming
-	case unix.PACKET_OUTGOING:
-		dir = DirOutgoing
+	case err != nil:
+		r.p.Invalid(dir)
+		return
 	}
 	r.p.PacketOn(r.iface, payload, src, dst, dir, rx)
 }

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -382,4 +384,204 @@ func TestCaptureInterfaceRemoved(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not notice the interface was removed")
 	}
+}
+
+// TestCaptureDropWarningRateLimited: while the kernel keeps dropping
+// frames, the sweep (every 100 ms) warns at most once per 10 s per
+// interface, and the warnings add up to every frame dropped.
+func TestCaptureDropWarningRateLimited(t *testing.T) {
+	var buf strings.Builder
+	p := NewPassive(PassiveConfig{}, NewClientTable(10), nil)
+	c := NewCapture(CaptureConfig{}, p, log.NewLogfmtLogger(&buf))
+	eth, vlan := &captureSocket{iface: "eth9"}, &captureSocket{iface: "eth9.10"}
+	start := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC).UnixNano()
+	// 30 s of drops on both interfaces, then 20 s without.
+	for i := range 500 {
+		now := start + int64(i)*int64(100*time.Millisecond)
+		n := uint64(0)
+		if i < 300 {
+			n = 7
+		}
+		c.noteDrops(eth, now, n)
+		c.noteDrops(vlan, now, n/7)
+	}
+	dropped := map[string]uint64{}
+	lines := map[string]int{}
+	re := regexp.MustCompile(`interface=(\S+) dropped=(\d+)`)
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("unexpected log line %q", line)
+		}
+		n, _ := strconv.ParseUint(m[2], 10, 64)
+		dropped[m[1]] += n
+		lines[m[1]]++
+	}
+	for iface, want := range map[string]uint64{"eth9": 300 * 7, "eth9.10": 300} {
+		// At the first drop, then every 10 s: 0, 10, 20 and 30 s (the
+		// rest of the drops up to 29.9 s).
+		if lines[iface] != 4 || dropped[iface] != want {
+			t.Errorf("%s: %d warnings reporting %d frames dropped; want 4 reporting %d\n%s", iface, lines[iface], dropped[iface], want, buf.String())
+		}
+	}
+	if got := p.Counters().KernelDrops; got != 300*8 {
+		t.Errorf("kernel drops %d, want %d", got, 300*8)
+	}
+}
+
+// TestCaptureOtherHostFrames injects frames addressed to another MAC
+// address on lo: their received copies are PACKET_OTHERHOST (what a
+// promiscuous interface shows). They are ignored unless the capture is
+// on a mirror port.
+func TestCaptureOtherHostFrames(t *testing.T) {
+	enterPrivateNetns(t)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, _ := unix.NewIfreq("lo")
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		t.Fatal(err)
+	}
+	to := &unix.SockaddrLinklayer{Ifindex: int(ifr.Uint32()), Halen: 6}
+	for _, mirror := range []bool{false, true} {
+		p := NewPassive(PassiveConfig{ReplyTimeout: time.Minute, Mirror: mirror}, NewClientTable(10), nil)
+		capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
+		if err := capt.Open(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- capt.Run(ctx) }()
+		// buildFrame's destination MAC is 02:00:00:00:00:01, not lo's.
+		f := buildFrame(frameSpec{src: netip.MustParseAddrPort("192.0.2.10:40000"), dst: netip.MustParseAddrPort("192.0.2.1:123"),
+			payload: request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())})})
+		if err := unix.Sendto(fd, f, 0, to); err != nil {
+			t.Fatalf("injecting a frame on lo: %v", err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for c := p.Counters(); c.IgnoredOutgoingRequests == 0 || c.IgnoredOtherHost+c.Requests == 0; c = p.Counters() {
+			if time.Now().After(deadline) {
+				t.Fatalf("mirror=%v: frames not seen: %+v", mirror, c)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		capt.Shutdown()
+		<-done
+		c := p.Counters()
+		// The sent copy is this host's own request either way.
+		if c.IgnoredOutgoingRequests != 1 {
+			t.Errorf("mirror=%v: counters %+v", mirror, c)
+		}
+		if !mirror && (c.IgnoredOtherHost != 1 || c.Requests != 0) {
+			t.Errorf("other-host frame recorded without capture.mirror: %+v", c)
+		}
+		if mirror && (c.IgnoredOtherHost != 0 || c.Requests != 1) {
+			t.Errorf("other-host frame not recorded with capture.mirror: %+v", c)
+		}
+	}
+}
+
+// TestCaptureUnreadableRepliesAreGaps: a "daemon" on 127.0.0.1:123 and
+// [::1]:123 answers with datagrams the capture cannot read, fragmented
+// (lo's MTU lowered to 1280) or longer than the capture buffer: the
+// requests become capture_lost, not unanswered. A request left without
+// any answer, next to garbage, is still unanswered.
+func TestCaptureUnreadableRepliesAreGaps(t *testing.T) {
+	enterPrivateNetns(t)
+	setMTU := func(mtu uint32) {
+		t.Helper()
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		ifr, _ := unix.NewIfreq("lo")
+		ifr.SetUint32(mtu)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFMTU, ifr); err != nil {
+			t.Fatalf("setting lo's MTU to %d: %v", mtu, err)
+		}
+	}
+	p := NewPassive(PassiveConfig{ReplyTimeout: 200 * time.Millisecond}, NewClientTable(10), nil)
+	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(ctx) }()
+	defer func() {
+		cancel()
+		capt.Shutdown()
+		<-done
+	}()
+	// exchange sends a request from a new socket to the daemon, which
+	// answers with size bytes (0: not at all), and waits until the
+	// request has been recorded one way or the other.
+	exchange := func(to string, size int) PassiveCounters {
+		t.Helper()
+		daemon, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer daemon.Close()
+		c, err := net.DialUDP("udp", nil, daemon.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		before := p.Counters()
+		tx := Timestamp(rand.Uint64())
+		c.Write(request(Header{Version: 4, Mode: ModeClient, Transmit: tx}))
+		buf := make([]byte, 512)
+		daemon.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, from, err := daemon.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size > 0 {
+			rep := make([]byte, size)
+			copy(rep, request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: tx, Receive: TimestampFromTime(time.Now()), Transmit: TimestampFromTime(time.Now())}))
+			if _, err := daemon.WriteToUDPAddrPort(rep, from); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			c.Write([]byte{0x17, 0, 3, 0x2a}) // garbage: mode 7, too short
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			cn := p.Counters()
+			if cn.Requests > before.Requests && cn.Pending == 0 && cn.Lost+cn.Unanswered > before.Lost+before.Unanswered {
+				return cn
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("request to %s not recorded: %+v", to, cn)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cn := exchange("127.0.0.1:123", 0)
+	if cn.Unanswered != 1 || cn.Lost != 0 {
+		t.Fatalf("unanswered request next to garbage: %+v", cn)
+	}
+	setMTU(1280)
+	cn = exchange("127.0.0.1:123", 1800)
+	if cn.Lost != 1 || cn.Unanswered != 1 || cn.Fragments == 0 {
+		t.Errorf("IPv4 reply in fragments: %+v", cn)
+	}
+	cn = exchange("[::1]:123", 1800)
+	if cn.Lost != 2 || cn.Unanswered != 1 || cn.Fragments < 2 {
+		t.Errorf("IPv6 reply in fragments: %+v", cn)
+	}
+	setMTU(65536)
+	cn = exchange("127.0.0.1:123", 4000)
+	if cn.Lost != 3 || cn.Unanswered != 1 || cn.Truncated == 0 {
+		t.Errorf("reply longer than the capture buffer: %+v", cn)
+	}
+	if cn.Matched != 0 || cn.Unmatched != 0 || cn.KernelDrops != 0 {
+		t.Errorf("counters %+v", cn)
+	}
+	t.Logf("counters %+v", cn)
 }

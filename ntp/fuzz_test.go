@@ -111,30 +111,54 @@ func FuzzRespond(f *testing.F) {
 
 // FuzzPassive: the passive matcher never panics and stays within its
 // bounds whatever a captured payload holds. Each input is read both as a
-// request and as a reply, from a few clients, with time advancing.
+// request and as a reply, from a few clients, on two interfaces (copies),
+// on a mirror port and not, with time advancing; every request captured
+// is pending or recorded.
 func FuzzPassive(f *testing.F) {
 	fuzzSeeds(f)
-	col := Consumers(nil)
+	col := &countingConsumer{}
 	p := NewPassive(PassiveConfig{MaxPending: 8, ReplyTimeout: time.Second}, NewClientTable(4), col)
+	mirror := NewPassive(PassiveConfig{MaxPending: 8, ReplyTimeout: time.Second, Mirror: true}, NewClientTable(4), col)
 	server := netip.MustParseAddrPort("192.0.2.1:123")
 	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC).UnixNano()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		now += int64(100 * time.Millisecond)
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(len(b) % 3)}), 40000)
-		p.Packet(b, client, server, DirIncoming, now)
-		p.Packet(b, server, client, DirOutgoing, now)
-		p.Packet(b, client, server, DirOther, now)
-		if len(b) >= HeaderLength {
-			// A reply that echoes the request's Transmit.
-			rep := append([]byte(nil), b[:HeaderLength]...)
-			rep[0] = rep[0]&^7 | ModeServer
-			rep[1] = 2
-			copy(rep[24:32], b[40:48])
-			p.Packet(rep, server, client, DirOutgoing, now)
+		for _, p := range []*Passive{p, mirror} {
+			p.PacketOn(1, b, client, server, DirIncoming, now)
+			p.PacketOn(2, b, client, server, DirIncoming, now+int64(len(b))*10_000) // a copy, if within 1 ms
+			p.Packet(b, server, client, DirOutgoing, now)
+			p.Packet(b, client, server, DirOther, now)
+			if len(b) >= HeaderLength {
+				// A reply that echoes the request's Transmit, or (odd
+				// lengths) its Receive, on either interface.
+				rep := append([]byte(nil), b[:HeaderLength]...)
+				rep[0] = rep[0]&^7 | ModeServer
+				rep[1] = 2
+				copy(rep[24:32], b[40:48])
+				if len(b)%2 == 1 {
+					copy(rep[24:32], b[32:40])
+				}
+				p.PacketOn(1+len(b)%2, rep, server, client, DirOutgoing, now+1000)
+				p.PacketOn(2-len(b)%2, rep, server, client, DirOutgoing, now+2000)
+			}
+			if len(b) > 0 && b[0]&0x80 != 0 {
+				p.Truncated(DirOutgoing)
+				p.Fragment(server, client, DirOutgoing)
+			}
+			p.Expire(now)
+			if n := p.n.Load(); n < 0 || n > 8 || len(p.index) > 16 {
+				t.Fatalf("pending %d, index %d: over the bounds", n, len(p.index))
+			}
 		}
-		p.Expire(now)
-		if p.n > 8 || len(p.index) > 16 {
-			t.Fatalf("pending %d, index %d: over the bounds", p.n, len(p.index))
+		c, cm := p.Counters(), mirror.Counters()
+		if got := c.Requests + cm.Requests - uint64(c.Pending+cm.Pending); got != col.n {
+			t.Fatalf("%d requests finished, %d observations", got, col.n)
 		}
 	})
 }
+
+// countingConsumer counts observations (single goroutine).
+type countingConsumer struct{ n uint64 }
+
+func (c *countingConsumer) Observe(*Observation) { c.n++ }

@@ -25,12 +25,17 @@ type PassiveConfig struct {
 	// once (default 65536). When full, the oldest is recorded as
 	// DropCaptureLost: its fate is not known.
 	MaxPending int
+	// Mirror pairs frames addressed to neither this host nor sent by it
+	// (DirOther: a mirror or SPAN port). When false they are ignored and
+	// counted: they reach the capture only when something (tcpdump) has
+	// put the interface in promiscuous mode, and are not the daemon's.
+	Mirror bool
 }
 
 // PassiveCounters are the capture and matching counters of passive mode.
 type PassiveCounters struct {
 	// Requests and Replies are the client requests and daemon replies
-	// that reached the matcher.
+	// that reached the matcher (copies from another interface aside).
 	Requests, Replies uint64
 	// Matched replies completed a pending request; Unmatched replies
 	// had none (the request was not captured, already expired, or the
@@ -42,17 +47,22 @@ type PassiveCounters struct {
 	Unanswered, Lost uint64
 	// Overflows counts requests pushed out of a full pending table,
 	// Duplicates requests identical in key to one still pending. Copies
-	// are the same frame captured again on another interface within 1 ms
-	// (a VLAN and its parent, a bond and its slaves): not counted again.
+	// are the same request or reply frame captured again on another
+	// interface within 1 ms (a VLAN and its parent, a bond and its
+	// slaves), in any order: not counted again.
 	Overflows, Duplicates, Copies uint64
 	// IgnoredOutgoingRequests are requests sent by this host (the local
 	// daemon's own upstream polls); IgnoredIncomingReplies the replies to
-	// them. Neither is about the daemon's clients.
-	IgnoredOutgoingRequests, IgnoredIncomingReplies uint64
+	// them. Neither is about the daemon's clients. IgnoredOtherHost are
+	// frames neither to nor from this host (promiscuous capture) when
+	// PassiveConfig.Mirror is false.
+	IgnoredOutgoingRequests, IgnoredIncomingReplies, IgnoredOtherHost uint64
 	// Invalid frames passed the filter but are not UDP/NTP we can read
-	// (bad lengths, truncated, fragments); Truncated frames were longer
-	// than the capture buffer.
-	Invalid, Truncated uint64
+	// (bad lengths); Truncated frames were longer than the capture
+	// buffer; Fragments are first fragments of fragmented NTP datagrams
+	// (not reassembled). A truncated or fragmented frame the daemon may have
+	// sent is a gap in the capture, like a kernel drop.
+	Invalid, Truncated, Fragments uint64
 	// KernelDrops are frames the kernel dropped because the capture
 	// buffer was full (PACKET_STATISTICS).
 	KernelDrops uint64
@@ -68,7 +78,50 @@ type PassiveCounters struct {
 type pendingKey struct {
 	client, server         [16]byte
 	clientPort, serverPort uint16
-	ts                     Timestamp
+	// alt marks an interleaved request's second entry, under its
+	// Receive. The primary entry (under Transmit) identifies the request;
+	// an alternate one never makes another request a duplicate, evicts
+	// or removes its entries.
+	alt bool
+	ts  Timestamp
+}
+
+// finishedReq remembers a request that left the pending table, so that
+// a copy of it or of its reply captured on another interface is known
+// for what it is, whichever capture socket's reader gets to it first.
+type finishedReq struct {
+	key      pendingKey // primary key
+	origin   Timestamp  // Origin of the reply that completed it
+	captured int64      // request capture time (Unix ns)
+	replied  int64      // reply capture time, if hasReply
+	reqIface int32
+	repIface int32
+	hasReply bool
+}
+
+// recentFinished is how many finished requests are remembered (a power
+// of two): a direct-mapped table, so a copy is recognised as long as the
+// other interface's reader is no more than a few thousand requests
+// behind. Copies are within sameFrameWindow of capture time anyway.
+const (
+	recentBits     = 12
+	recentFinished = 1 << recentBits
+)
+
+// bucket is where k's request is remembered in Passive.recent.
+func (k *pendingKey) bucket() uint32 {
+	h := uint64(k.ts) ^ binary.LittleEndian.Uint64(k.client[:8]) ^ binary.LittleEndian.Uint64(k.client[8:])<<7 ^
+		binary.LittleEndian.Uint64(k.server[8:])<<13 ^ uint64(k.clientPort)<<32 ^ uint64(k.serverPort)<<48
+	return uint32((h * 0x9e3779b97f4a7c15) >> (64 - recentBits))
+}
+
+// replySeen is a captured reply that completes a pending request.
+type replySeen struct {
+	h           Header
+	length      int
+	iface       int
+	captured    int64
+	interleaved bool
 }
 
 type pendingReq struct {
@@ -101,18 +154,23 @@ type Passive struct {
 	slots      []pendingReq
 	head, tail uint32 // live list, slot index+1
 	free       uint32 // free list, slot index+1
-	n          int    // live entries
-	index      map[pendingKey]uint32
-	epoch      uint64
-	obs        Observation
-	state      atomic.Pointer[ClockState]
+	// n is the number of live entries (changed under mu, read without).
+	n     atomic.Int64
+	index map[pendingKey]uint32
+	// recent holds the latest finished requests (see finishedReq).
+	recent []finishedReq
+	// epoch counts capture gaps (kernel drops, unreadable frames the
+	// daemon may have sent).
+	epoch atomic.Uint64
+	obs   Observation
+	state atomic.Pointer[ClockState]
 	// lastState is when state was last replaced (Unix ns).
 	lastState int64
 
 	c struct {
 		requests, replies, matched, unmatched, unanswered, lost  atomic.Uint64
 		overflows, duplicates, ignOut, ignIn, invalid, truncated atomic.Uint64
-		kernelDrops, copies                                      atomic.Uint64
+		kernelDrops, copies, ignOther, fragments                 atomic.Uint64
 	}
 }
 
@@ -129,8 +187,9 @@ func NewPassive(cfg PassiveConfig, clients *ClientTable, consumer Consumer) *Pas
 		consumer = Consumers(nil)
 	}
 	p := &Passive{cfg: cfg, clients: clients, consumer: consumer,
-		slots: make([]pendingReq, cfg.MaxPending),
-		index: make(map[pendingKey]uint32, 2*cfg.MaxPending)}
+		slots:  make([]pendingReq, cfg.MaxPending),
+		index:  make(map[pendingKey]uint32, 2*cfg.MaxPending),
+		recent: make([]finishedReq, recentFinished)}
 	for i := range p.slots {
 		p.slots[i].next = uint32(i + 2)
 	}
@@ -154,18 +213,15 @@ func (p *Passive) Load() *ClockState { return p.state.Load() }
 
 // Counters returns a snapshot of the counters.
 func (p *Passive) Counters() PassiveCounters {
-	p.mu.Lock()
-	pending := p.n
-	p.mu.Unlock()
 	return PassiveCounters{
 		Requests: p.c.requests.Load(), Replies: p.c.replies.Load(),
 		Matched: p.c.matched.Load(), Unmatched: p.c.unmatched.Load(),
 		Unanswered: p.c.unanswered.Load(), Lost: p.c.lost.Load(),
 		Overflows: p.c.overflows.Load(), Duplicates: p.c.duplicates.Load(), Copies: p.c.copies.Load(),
-		IgnoredOutgoingRequests: p.c.ignOut.Load(), IgnoredIncomingReplies: p.c.ignIn.Load(),
-		Invalid: p.c.invalid.Load(), Truncated: p.c.truncated.Load(),
+		IgnoredOutgoingRequests: p.c.ignOut.Load(), IgnoredIncomingReplies: p.c.ignIn.Load(), IgnoredOtherHost: p.c.ignOther.Load(),
+		Invalid: p.c.invalid.Load(), Truncated: p.c.truncated.Load(), Fragments: p.c.fragments.Load(),
 		KernelDrops: p.c.kernelDrops.Load(),
-		Pending:     pending, MaxPending: p.cfg.MaxPending,
+		Pending:     int(p.n.Load()), MaxPending: p.cfg.MaxPending,
 	}
 }
 
@@ -177,9 +233,7 @@ func (p *Passive) CaptureGap(n uint64) {
 		return
 	}
 	p.c.kernelDrops.Add(n)
-	p.mu.Lock()
-	p.epoch++
-	p.mu.Unlock()
+	p.epoch.Add(1)
 }
 
 // Packet direction as far as the capture can tell (sll_pkttype).
@@ -201,14 +255,17 @@ func (p *Passive) Packet(payload []byte, src, dst netip.AddrPort, dir Direction,
 	p.PacketOn(0, payload, src, dst, dir, capNanos)
 }
 
-// sameFrameWindow: a request identical to a pending one, captured on
-// another interface within this time, is the same frame seen twice (a
-// VLAN and its parent, a bond and its slaves).
+// sameFrameWindow: a request (or reply) identical to one pending or
+// recently paired, captured on another interface within this time, is the
+// same frame seen twice (a VLAN and its parent, a bond and its slaves).
 const sameFrameWindow = int64(time.Millisecond)
 
 // PacketOn is Packet for a frame captured on capture socket iface (any
 // number that tells the capture's interfaces apart).
 func (p *Passive) PacketOn(iface int, payload []byte, src, dst netip.AddrPort, dir Direction, capNanos int64) {
+	if p.ignoreOther(dir) {
+		return
+	}
 	if len(payload) == 0 {
 		p.c.invalid.Add(1)
 		return
@@ -219,7 +276,7 @@ func (p *Passive) PacketOn(iface int, payload []byte, src, dst netip.AddrPort, d
 	case isReply && dir == DirIncoming:
 		p.c.ignIn.Add(1)
 	case isReply:
-		p.reply(payload, src, dst, dir, capNanos)
+		p.reply(iface, payload, src, dst, dir, capNanos)
 	case dst.Port() != ntpPort:
 		// From port 123 to elsewhere, but not a reply: not a request to
 		// the daemon either (e.g. a mode 6 response).
@@ -231,23 +288,88 @@ func (p *Passive) PacketOn(iface int, payload []byte, src, dst netip.AddrPort, d
 	}
 }
 
-// Truncated counts a frame longer than the capture buffer (2048 bytes);
-// its content is not read.
-func (p *Passive) Truncated() { p.c.truncated.Add(1) }
+// ignoreOther counts and reports a frame of direction dir that is not to
+// be read: one neither to nor from this host, unless on a mirror port.
+func (p *Passive) ignoreOther(dir Direction) bool {
+	if dir == DirOther && !p.cfg.Mirror {
+		p.c.ignOther.Add(1)
+		return true
+	}
+	return false
+}
 
-// Invalid counts a frame that passed the filter but could not be decoded.
-func (p *Passive) Invalid() { p.c.invalid.Add(1) }
+// Truncated counts a frame of direction dir longer than the capture
+// buffer (2048 bytes); its content is not read. If this host did not
+// receive it, it may have been one of the daemon's replies: a gap in the
+// capture, so requests pending now become DropCaptureLost, not
+// unanswered. (A frame this host received is not the daemon's reply, so
+// a flood of large datagrams cannot hide unanswered requests.)
+func (p *Passive) Truncated(dir Direction) {
+	if p.ignoreOther(dir) {
+		return
+	}
+	p.c.truncated.Add(1)
+	if dir != DirIncoming {
+		p.epoch.Add(1)
+	}
+}
+
+// Fragment counts the first fragment of a fragmented IP datagram from
+// src to dst (later fragments carry no UDP header and are not
+// captured). Fragments are not reassembled: if the daemon may have sent
+// it (from port 123, not received by this host), it is a gap like a
+// kernel drop.
+func (p *Passive) Fragment(src, dst netip.AddrPort, dir Direction) {
+	if p.ignoreOther(dir) {
+		return
+	}
+	p.c.fragments.Add(1)
+	if src.Port() == ntpPort && dir != DirIncoming {
+		p.epoch.Add(1)
+	}
+}
+
+// Invalid counts a frame that passed the filter but could not be
+// decoded. It is not a gap: garbage is not a reply.
+func (p *Passive) Invalid(dir Direction) {
+	if p.ignoreOther(dir) {
+		return
+	}
+	p.c.invalid.Add(1)
+}
+
+// isCopy reports whether a request with primary key k, captured on iface
+// at capNanos, is a copy of one captured on another interface: one still
+// pending, or one already finished (its reply may have been read first
+// by the other interface's reader). The caller holds p.mu.
+func (p *Passive) isCopy(iface int, k pendingKey, capNanos int64) bool {
+	if slot, ok := p.index[k]; ok {
+		r := &p.slots[slot]
+		return r.iface != iface && abs64(capNanos-r.captured) < sameFrameWindow
+	}
+	e := &p.recent[k.bucket()]
+	return e.key == k && int(e.reqIface) != iface && abs64(capNanos-e.captured) < sameFrameWindow
+}
+
+// isReplyCopy reports whether a reply to k (its Origin in k.ts), which
+// matches no pending request, is a copy of the reply that completed a
+// request on another interface. The caller holds p.mu.
+func (p *Passive) isReplyCopy(iface int, k pendingKey, capNanos int64) bool {
+	e := &p.recent[k.bucket()]
+	if !e.hasReply || int(e.repIface) == iface || abs64(capNanos-e.replied) >= sameFrameWindow {
+		return false
+	}
+	ek := e.key
+	ek.ts = e.origin
+	return ek == k
+}
 
 func (p *Passive) request(iface int, req []byte, client, server netip.AddrPort, capNanos int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(req) >= HeaderLength {
-		if slot, ok := p.index[keyOf(client, server, Timestamp(binary.BigEndian.Uint64(req[offTransmit:])))]; ok {
-			if r := &p.slots[slot]; r.iface != iface && abs64(capNanos-r.captured) < sameFrameWindow {
-				p.c.copies.Add(1)
-				return
-			}
-		}
+	if len(req) >= HeaderLength && p.isCopy(iface, keyOf(client, server, Timestamp(binary.BigEndian.Uint64(req[offTransmit:]))), capNanos) {
+		p.c.copies.Add(1)
+		return
 	}
 	p.c.requests.Add(1)
 	obs := &p.obs
@@ -284,28 +406,31 @@ func (p *Passive) request(iface int, req []byte, client, server netip.AddrPort, 
 		// or a flood of copies): the first reply will complete the
 		// newer one; the older one's fate is unknown.
 		p.c.duplicates.Add(1)
-		p.finish(old, nil, 0, false, DropCaptureLost)
+		p.finish(old, nil, DropCaptureLost)
 	}
 	if p.free == 0 {
 		p.c.overflows.Add(1)
-		p.finish(p.head-1, nil, 0, false, DropCaptureLost)
+		p.finish(p.head-1, nil, DropCaptureLost)
 	}
 	slot := p.free - 1
 	r := &p.slots[slot]
 	p.free = r.next
 	*r = pendingReq{h: h, ext: ext, length: obs.Length, client: client, server: server,
-		captured: capNanos, epoch: p.epoch, iface: iface, prev: p.tail}
+		captured: capNanos, epoch: p.epoch.Load(), iface: iface, prev: p.tail}
 	if p.tail != 0 {
 		p.slots[p.tail-1].next = slot + 1
 	} else {
 		p.head = slot + 1
 	}
 	p.tail = slot + 1
-	p.n++
+	p.n.Add(1)
 	p.index[k] = slot
-	// An interleaved reply's Origin is the request's Receive field.
+	// An interleaved reply's Origin is the request's Receive field. Only
+	// one pending request can hold an alternate key; primary keys are
+	// apart from alternate ones.
 	if h.Origin != 0 && h.Receive != 0 && h.Receive != h.Transmit {
 		ka := keyOf(client, server, h.Receive)
+		ka.alt = true
 		if _, taken := p.index[ka]; !taken {
 			p.index[ka] = slot
 			r.alt = true
@@ -313,28 +438,43 @@ func (p *Passive) request(iface int, req []byte, client, server netip.AddrPort, 
 	}
 }
 
-func (p *Passive) reply(rep []byte, server, client netip.AddrPort, dir Direction, capNanos int64) {
-	p.c.replies.Add(1)
-	var h Header
-	if DecodeHeader(rep, &h) != nil {
+func (p *Passive) reply(iface int, rep []byte, server, client netip.AddrPort, dir Direction, capNanos int64) {
+	rs := replySeen{length: len(rep), iface: iface, captured: capNanos}
+	h := &rs.h
+	if DecodeHeader(rep, h) != nil {
+		p.c.replies.Add(1)
 		p.c.invalid.Add(1)
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	slot, ok := p.index[keyOf(client, server, h.Origin)]
+	// A basic reply's Origin is a request's Transmit, an interleaved
+	// one's a request's Receive.
+	k := keyOf(client, server, h.Origin)
+	slot, ok := p.index[k]
 	if !ok {
+		k.alt = true
+		slot, ok = p.index[k]
+		k.alt = false
+	}
+	if !ok {
+		if p.isReplyCopy(iface, k, capNanos) {
+			p.c.copies.Add(1)
+			return
+		}
+		p.c.replies.Add(1)
 		p.c.unmatched.Add(1)
 		return
 	}
+	p.c.replies.Add(1)
 	r := &p.slots[slot]
-	interleaved := h.Origin != r.h.Transmit
+	rs.interleaved = h.Origin != r.h.Transmit
 	p.c.matched.Add(1)
-	p.finish(slot, &h, len(rep), interleaved, DropNone)
+	p.finish(slot, &rs, DropNone)
 	// The daemon's advertised state, from its ordinary replies; only from
 	// replies this host sent, so that on a mirror port no other server's
 	// replies stand in for it.
-	if dir == DirOutgoing && !isKiss(&h) && capNanos-p.lastState >= int64(time.Second) {
+	if dir == DirOutgoing && !isKiss(h) && capNanos-p.lastState >= int64(time.Second) {
 		p.lastState = capNanos
 		st := *p.state.Load()
 		st.Synchronized = h.Leap != LeapAlarm && h.Stratum != 0
@@ -352,44 +492,85 @@ func isKiss(h *Header) bool {
 	return h.Stratum == 0 && (h.RefID == kissRATE || h.RefID == kissDENY || h.RefID == kissRSTR)
 }
 
+// finishBatch is how many requests Expire and Flush finish under one
+// hold of p.mu: after a burst the daemon left unanswered, the capture
+// readers wait for one batch, not for all of it.
+const finishBatch = 256
+
 // Expire records every request older than the reply timeout as
 // unanswered (or lost, if the capture had a gap meanwhile). The capture
 // calls it periodically with the current time.
 func (p *Passive) Expire(nowNanos int64) {
 	deadline := nowNanos - int64(p.cfg.ReplyTimeout)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.head != 0 {
-		r := &p.slots[p.head-1]
+	p.finishOldest(func(r *pendingReq) (DropReason, bool) {
 		if r.captured > deadline {
-			return
+			return DropNone, false
 		}
-		reason := DropUnanswered
-		if r.epoch != p.epoch {
-			reason = DropCaptureLost
+		if r.epoch != p.epoch.Load() {
+			return DropCaptureLost, true
 		}
-		p.finish(p.head-1, nil, 0, false, reason)
-	}
+		return DropUnanswered, true
+	})
 }
 
 // Flush records every pending request as it stands, for shutdown: those
 // without a reply yet are DropCaptureLost (their fate is unknown).
 func (p *Passive) Flush() {
+	p.finishOldest(func(*pendingReq) (DropReason, bool) { return DropCaptureLost, true })
+}
+
+// finishOldest finishes pending requests oldest first, with the reason
+// fate gives, until fate says stop or none is left, releasing p.mu
+// every finishBatch requests.
+func (p *Passive) finishOldest(fate func(*pendingReq) (DropReason, bool)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.head != 0 {
-		p.finish(p.head-1, nil, 0, false, DropCaptureLost)
+	for n := 1; p.head != 0; n++ {
+		reason, ok := fate(&p.slots[p.head-1])
+		if !ok {
+			return
+		}
+		p.finish(p.head-1, nil, reason)
+		if n%finishBatch == 0 {
+			p.mu.Unlock()
+			p.mu.Lock()
+		}
 	}
 }
 
 // finish turns pending request slot into an observation, with the reply
-// rep (nil if none) or the drop reason, and frees the slot. The caller
+// rs (nil if none) or the drop reason, and frees the slot. The caller
 // holds p.mu.
-func (p *Passive) finish(slot uint32, rep *Header, repLen int, interleaved bool, drop DropReason) {
+func (p *Passive) finish(slot uint32, rs *replySeen, drop DropReason) {
 	r := &p.slots[slot]
-	delete(p.index, keyOf(r.client, r.server, r.h.Transmit))
+	// Remove this request's own index entries only.
+	k := keyOf(r.client, r.server, r.h.Transmit)
+	if s, ok := p.index[k]; ok && s == slot {
+		delete(p.index, k)
+	}
 	if r.alt {
-		delete(p.index, keyOf(r.client, r.server, r.h.Receive))
+		ka := keyOf(r.client, r.server, r.h.Receive)
+		ka.alt = true
+		if s, ok := p.index[ka]; ok && s == slot {
+			delete(p.index, ka)
+		}
+	}
+	// Remember it, for copies from another interface.
+	fin := finishedReq{key: k, captured: r.captured, reqIface: int32(r.iface)}
+	if rs != nil {
+		fin.origin, fin.replied, fin.repIface, fin.hasReply = rs.h.Origin, rs.captured, int32(rs.iface), true
+	}
+	p.recent[k.bucket()] = fin
+	if rs != nil && rs.h.Origin != r.h.Transmit {
+		ko := k
+		ko.ts = rs.h.Origin
+		p.recent[ko.bucket()] = fin
+	}
+	var rep *Header
+	var repLen int
+	var interleaved bool
+	if rs != nil {
+		rep, repLen, interleaved = &rs.h, rs.length, rs.interleaved
 	}
 	if r.prev != 0 {
 		p.slots[r.prev-1].next = r.next
@@ -401,7 +582,7 @@ func (p *Passive) finish(slot uint32, rep *Header, repLen int, interleaved bool,
 	} else {
 		p.tail = r.prev
 	}
-	p.n--
+	p.n.Add(-1)
 	defer func() {
 		r.prev, r.next = 0, p.free
 		p.free = slot + 1

@@ -1,8 +1,10 @@
 package ntp
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -254,8 +256,8 @@ func TestPassiveBoundsAndDirections(t *testing.T) {
 	for i := range 10 {
 		req := request(Header{Version: 4, Mode: ModeClient, Origin: Timestamp(i + 1), Receive: Timestamp(i + 100), Transmit: Timestamp(rand.Uint64())})
 		tp.p.Packet(req, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 1234), tp.server, DirIncoming, start)
-		if len(tp.p.index) > 2*4 || tp.p.n > 4 {
-			t.Fatalf("pending %d, index %d: over the bound", tp.p.n, len(tp.p.index))
+		if len(tp.p.index) > 2*4 || tp.p.n.Load() > 4 {
+			t.Fatalf("pending %d, index %d: over the bound", tp.p.n.Load(), len(tp.p.index))
 		}
 	}
 	c := tp.p.Counters()
@@ -430,7 +432,7 @@ func TestPassiveUnsynchronisedDaemon(t *testing.T) {
 // TestPassiveStateOnlyFromThisHost: on a mirror port (direction unknown),
 // another server's replies must not stand in for the daemon's state.
 func TestPassiveStateOnlyFromThisHost(t *testing.T) {
-	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	tp := newTap(t, RateLimit{}, PassiveConfig{Mirror: true})
 	now := tp.clock.now
 	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 5}), clientA, tp.server, DirOther, now)
 	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 1, RefID: 0x47505300, Origin: 5,
@@ -444,17 +446,291 @@ func TestPassiveStateOnlyFromThisHost(t *testing.T) {
 }
 
 // TestPassiveSameFrameOnTwoInterfaces: a VLAN and its parent (or a bond
-// and its slaves) both show each request; it is one request.
+// and its slaves) both show each request and each reply; it is one
+// exchange. Each interface has its own reader, so the two copies are
+// handled in any order that keeps each interface's own order (request
+// before reply): all six.
 func TestPassiveSameFrameOnTwoInterfaces(t *testing.T) {
+	type frame struct {
+		iface int
+		reply bool
+	}
+	orders := [][]frame{
+		{{1, false}, {2, false}, {1, true}, {2, true}},
+		{{1, false}, {2, false}, {2, true}, {1, true}},
+		{{1, false}, {1, true}, {2, false}, {2, true}},
+		{{2, false}, {1, false}, {1, true}, {2, true}},
+		{{2, false}, {1, false}, {2, true}, {1, true}},
+		{{2, false}, {2, true}, {1, false}, {1, true}},
+	}
+	for _, interleaved := range []bool{false, true} {
+		for _, order := range orders {
+			name := fmt.Sprintf("interleaved=%v/%v", interleaved, order)
+			tp := newTap(t, RateLimit{}, PassiveConfig{})
+			now := tp.clock.now
+			h := Header{Version: 4, Mode: ModeClient, Transmit: 99}
+			rh := Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 99,
+				Receive: TimestampFromUnixNano(now + 10_000), Transmit: TimestampFromUnixNano(now + 20_000)}
+			if interleaved {
+				h.Origin, h.Receive = 5, 77
+				rh.Origin = 77
+			}
+			req, rep := request(h), request(rh)
+			for _, f := range order {
+				// The second interface sees each frame 3 µs later.
+				at := now + int64(f.iface-1)*3_000
+				if f.reply {
+					tp.p.PacketOn(f.iface, rep, tp.server, clientA, DirOutgoing, at+30_000)
+				} else {
+					tp.p.PacketOn(f.iface, req, clientA, tp.server, DirIncoming, at)
+				}
+			}
+			tp.p.Expire(now + int64(5*time.Second))
+			c := tp.p.Counters()
+			if c.Requests != 1 || c.Replies != 1 || c.Matched != 1 || c.Unmatched != 0 || c.Copies != 2 ||
+				c.Unanswered != 0 || c.Lost != 0 || c.Duplicates != 0 || c.Pending != 0 {
+				t.Errorf("%s: counters %+v", name, c)
+			}
+			if n := tp.count(); n != 1 {
+				t.Errorf("%s: %d observations, want 1", name, n)
+			} else if o := tp.last(); o.Drop != DropNone || o.Interleaved != interleaved {
+				t.Errorf("%s: %+v", name, o)
+			}
+		}
+	}
+
+	// The same bytes again on the same interface: a replay, recorded;
+	// on another interface but later than the window: recorded too.
 	tp := newTap(t, RateLimit{}, PassiveConfig{})
 	now := tp.clock.now
 	req := request(Header{Version: 4, Mode: ModeClient, Transmit: 99})
 	tp.p.PacketOn(1, req, clientA, tp.server, DirIncoming, now)
 	tp.p.PacketOn(2, req, clientA, tp.server, DirIncoming, now+3_000)
-	// The same bytes again on the same interface: a replay, recorded.
 	tp.p.PacketOn(1, req, clientA, tp.server, DirIncoming, now+5_000)
 	if c := tp.p.Counters(); c.Requests != 2 || c.Copies != 1 || c.Duplicates != 1 {
 		t.Errorf("counters %+v", c)
+	}
+	rep := request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 99, Receive: TimestampFromUnixNano(now), Transmit: TimestampFromUnixNano(now + 1)})
+	tp.p.PacketOn(1, rep, tp.server, clientA, DirOutgoing, now+10_000)
+	tp.p.PacketOn(1, rep, tp.server, clientA, DirOutgoing, now+11_000) // same interface: not a copy
+	tp.p.PacketOn(2, rep, tp.server, clientA, DirOutgoing, now+10_000+sameFrameWindow)
+	tp.p.PacketOn(2, req, clientA, tp.server, DirIncoming, now+2*sameFrameWindow)
+	if c := tp.p.Counters(); c.Requests != 3 || c.Copies != 1 || c.Matched != 1 || c.Unmatched != 2 || c.Pending != 1 {
+		t.Errorf("after the reply: counters %+v", c)
+	}
+}
+
+// TestPassiveAlternateKeyApart: an interleaved request is also indexed
+// under its Receive. A later request whose Transmit happens to equal it
+// is a new request, not a duplicate of the first, and each reply finds
+// its own request; finishing one leaves the other's entries alone.
+func TestPassiveAlternateKeyApart(t *testing.T) {
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	now := tp.clock.now
+	const shared = Timestamp(0x5555)
+	// A: interleaved, Receive = shared. B: basic, Transmit = shared.
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Origin: 3, Receive: shared, Transmit: 1000}), clientA, tp.server, DirIncoming, now)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: shared}), clientA, tp.server, DirIncoming, now+1_000)
+	if c := tp.p.Counters(); c.Duplicates != 0 || c.Lost != 0 || c.Pending != 2 {
+		t.Fatalf("a Transmit equal to a pending request's Receive made it a duplicate: %+v", c)
+	}
+	// B's basic reply (Origin = its Transmit) completes B, not A.
+	t2 := TimestampFromUnixNano(now + 2_000)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: shared, Receive: t2, Transmit: t2 + 100}), tp.server, clientA, DirOutgoing, now+3_000)
+	if o := tp.last(); o.Transmit != shared || o.Interleaved || o.Drop != DropNone {
+		t.Errorf("reply to B completed %+v", o)
+	}
+	// A is still indexed under its Transmit: its basic reply matches.
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 1000, Receive: t2, Transmit: t2 + 200}), tp.server, clientA, DirOutgoing, now+4_000)
+	if o := tp.last(); o.Transmit != 1000 || o.Drop != DropNone {
+		t.Errorf("reply to A completed %+v", o)
+	}
+	if c := tp.p.Counters(); c.Matched != 2 || c.Unmatched != 0 || c.Pending != 0 || len(tp.p.index) != 0 {
+		t.Errorf("counters %+v, index %d", c, len(tp.p.index))
+	}
+
+	// The other order: B (basic, Transmit = shared) pending, then A
+	// (interleaved, Receive = shared) cannot take the key; finishing A
+	// must not remove B's entry.
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: shared}), clientA, tp.server, DirIncoming, now+10_000)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Origin: 3, Receive: shared, Transmit: 2000}), clientA, tp.server, DirIncoming, now+11_000)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 2000, Receive: t2, Transmit: t2 + 300}), tp.server, clientA, DirOutgoing, now+12_000)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: shared, Receive: t2, Transmit: t2 + 400}), tp.server, clientA, DirOutgoing, now+13_000)
+	if o := tp.last(); o.Transmit != shared || o.Drop != DropNone {
+		t.Errorf("second reply completed %+v", o)
+	}
+	if c := tp.p.Counters(); c.Matched != 4 || c.Unmatched != 0 || c.Pending != 0 || c.Duplicates != 0 || len(tp.p.index) != 0 {
+		t.Errorf("counters %+v, index %d", c, len(tp.p.index))
+	}
+
+	// Two interleaved requests with the same Receive: the second is not
+	// a duplicate, and its reply by Transmit still matches after the
+	// first's interleaved reply took the shared entry away.
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Origin: 3, Receive: shared, Transmit: 3000}), clientA, tp.server, DirIncoming, now+20_000)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Origin: 4, Receive: shared, Transmit: 3001}), clientA, tp.server, DirIncoming, now+21_000)
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: shared, Receive: t2, Transmit: t2 + 500}), tp.server, clientA, DirOutgoing, now+22_000)
+	if o := tp.last(); o.Transmit != 3000 || !o.Interleaved {
+		t.Errorf("interleaved reply completed %+v", o)
+	}
+	tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 2, Origin: 3001, Receive: t2, Transmit: t2 + 600}), tp.server, clientA, DirOutgoing, now+23_000)
+	if c := tp.p.Counters(); c.Matched != 6 || c.Duplicates != 0 || c.Pending != 0 || len(tp.p.index) != 0 {
+		t.Errorf("counters %+v, index %d", c, len(tp.p.index))
+	}
+}
+
+// gate is a consumer that counts observations, slowly, and on the first
+// one calls start.
+type gate struct {
+	mu    sync.Mutex
+	n     int
+	start func()
+	// marked is the count when the observation with Drop == mark came.
+	mark   DropReason
+	marked int
+}
+
+func (g *gate) Observe(o *Observation) {
+	// 10 µs each (a sleep would take far longer): a batch of
+	// finishBatch takes over 1 ms, after which a waiting goroutine is
+	// handed the mutex when it is released (sync.Mutex starvation mode).
+	for t0 := time.Now(); time.Since(t0) < 10*time.Microsecond; {
+	}
+	g.mu.Lock()
+	g.n++
+	n, start := g.n, g.start
+	g.start = nil
+	if o.Drop == g.mark {
+		g.marked = n
+	}
+	g.mu.Unlock()
+	if start != nil {
+		start()
+	}
+}
+
+// TestPassiveExpireLetsReadersIn: expiring or flushing a burst of
+// requests the daemon left unanswered releases the lock every
+// finishBatch requests, so a reader's packet is handled in the middle of
+// it rather than after all of it.
+func TestPassiveExpireLetsReadersIn(t *testing.T) {
+	const burst = 4096
+	for _, flush := range []bool{false, true} {
+		g := &gate{mark: DropTooShort}
+		p := NewPassive(PassiveConfig{MaxPending: burst}, NewClientTable(burst), g)
+		now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC).UnixNano()
+		for i := range burst {
+			from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)}), 4000)
+			p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(i + 1)}), from, local, DirIncoming, now)
+		}
+		done := make(chan struct{})
+		g.start = func() {
+			go func() {
+				defer close(done)
+				// A too-short request is recorded at once, under p.mu.
+				p.Packet([]byte{0x23, 0, 0}, clientB, local, DirIncoming, now+1)
+			}()
+		}
+		if flush {
+			p.Flush()
+		} else {
+			p.Expire(now + int64(5*time.Second))
+		}
+		<-done
+		g.mu.Lock()
+		marked, n := g.marked, g.n
+		g.mu.Unlock()
+		if n != burst+1 || marked == 0 {
+			t.Fatalf("flush=%v: %d observations, mark at %d", flush, n, marked)
+		}
+		if marked > burst {
+			t.Errorf("flush=%v: a packet waited for all %d expiring requests (handled after observation %d)", flush, burst, marked-1)
+		}
+		t.Logf("flush=%v: the packet got in after %d of %d expiring requests", flush, marked-1, burst)
+		if c := p.Counters(); c.Pending != 0 || c.Requests != burst+1 {
+			t.Errorf("flush=%v: counters %+v", flush, c)
+		}
+	}
+}
+
+// TestPassiveUnreadableFramesAreGaps: a truncated frame or a fragment
+// this host sent may be the daemon's reply, so pending requests become
+// capture_lost; garbage, and frames this host received, are not gaps.
+func TestPassiveUnreadableFramesAreGaps(t *testing.T) {
+	frag4 := netip.MustParseAddrPort("192.0.2.1:123")
+	for _, c := range []struct {
+		name  string
+		event func(p *Passive)
+		gap   bool
+	}{
+		{"truncated outgoing", func(p *Passive) { p.Truncated(DirOutgoing) }, true},
+		{"fragment of a reply", func(p *Passive) { p.Fragment(frag4, clientA, DirOutgoing) }, true},
+		{"truncated incoming", func(p *Passive) { p.Truncated(DirIncoming) }, false},
+		{"fragment received", func(p *Passive) { p.Fragment(frag4, clientA, DirIncoming) }, false},
+		{"fragment of a request this host sent", func(p *Passive) { p.Fragment(clientA, frag4, DirOutgoing) }, false},
+		{"invalid frame", func(p *Passive) { p.Invalid(DirOutgoing) }, false},
+		{"garbage request", func(p *Passive) { p.Packet([]byte{0x17, 0, 3}, clientB, local, DirIncoming, 1) }, false},
+		{"truncated other host", func(p *Passive) { p.Truncated(DirOther) }, false},
+	} {
+		tp := newTap(t, RateLimit{}, PassiveConfig{})
+		start := tp.clock.now
+		tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 1234}), clientA, tp.server, DirIncoming, start)
+		for range 100 {
+			c.event(tp.p)
+		}
+		tp.p.Expire(start + int64(5*time.Second))
+		cn := tp.p.Counters()
+		want, wantLost, wantUnanswered := DropUnanswered, uint64(0), uint64(1)
+		if c.gap {
+			want, wantLost, wantUnanswered = DropCaptureLost, 1, 0
+		}
+		if o := tp.last(); o.Transmit != 1234 || o.Drop != want {
+			t.Errorf("%s: pending request recorded %v, want %v", c.name, o.Drop, want)
+		}
+		if cn.Lost != wantLost || cn.Unanswered != wantUnanswered {
+			t.Errorf("%s: counters %+v", c.name, cn)
+		}
+	}
+	tp := newTap(t, RateLimit{}, PassiveConfig{})
+	tp.p.Truncated(DirOutgoing)
+	tp.p.Fragment(frag4, clientA, DirOutgoing)
+	tp.p.Fragment(frag4, clientA, DirIncoming)
+	tp.p.Invalid(DirIncoming)
+	if c := tp.p.Counters(); c.Truncated != 1 || c.Fragments != 2 || c.Invalid != 1 || c.KernelDrops != 0 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// TestPassiveOtherHostFrames: frames neither to nor from this host (the
+// interface is promiscuous, e.g. tcpdump runs) are not the daemon's
+// clients unless capture.mirror says this is a mirror port.
+func TestPassiveOtherHostFrames(t *testing.T) {
+	for _, mirror := range []bool{false, true} {
+		tp := newTap(t, RateLimit{}, PassiveConfig{Mirror: mirror})
+		now := tp.clock.now
+		other := netip.MustParseAddrPort("192.0.2.77:123")
+		tp.p.Packet(request(Header{Version: 4, Mode: ModeClient, Transmit: 5}), clientA, other, DirOther, now)
+		tp.p.Packet(request(Header{Version: 4, Mode: ModeServer, Stratum: 1, Origin: 5,
+			Receive: TimestampFromUnixNano(now), Transmit: TimestampFromUnixNano(now + 1)}), other, clientA, DirOther, now+1000)
+		tp.p.Packet([]byte{0x17, 0, 3}, clientB, other, DirOther, now)
+		tp.p.Truncated(DirOther)
+		tp.p.Fragment(other, clientA, DirOther)
+		tp.p.Invalid(DirOther)
+		c := tp.p.Counters()
+		if !mirror {
+			if c.IgnoredOtherHost != 6 || c.Requests != 0 || c.Replies != 0 || c.Truncated != 0 || c.Fragments != 0 || c.Invalid != 0 || tp.count() != 0 {
+				t.Errorf("mirror off: counters %+v, %d observations", c, tp.count())
+			}
+			if _, ok := tp.p.clients.Get(clientA.Addr()); ok {
+				t.Error("mirror off: another host's client was recorded")
+			}
+			continue
+		}
+		if c.IgnoredOtherHost != 0 || c.Requests != 2 || c.Matched != 1 || c.Truncated != 1 || c.Fragments != 1 || c.Invalid != 1 || tp.count() != 2 {
+			t.Errorf("mirror on: counters %+v, %d observations", c, tp.count())
+		}
+		if o := tp.got.wait(t, 2)[0]; o.Client != clientA || o.Local != other || o.Drop != DropNone {
+			t.Errorf("mirror on: %+v", o)
+		}
 	}
 }
 

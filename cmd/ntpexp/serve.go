@@ -153,7 +153,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	var pm *ntp.Passive
 	stats := ntp.StatsOf(table, clock)
 	if passive {
-		pm = ntp.NewPassive(ntp.PassiveConfig{ReplyTimeout: c.Capture.ReplyTimeout.D(), MaxPending: c.Capture.MaxPending}, table, nil)
+		pm = ntp.NewPassive(ntp.PassiveConfig{ReplyTimeout: c.Capture.ReplyTimeout.D(), MaxPending: c.Capture.MaxPending, Mirror: c.Capture.Mirror}, table, nil)
 		stats = ntp.PassiveStatsOf(table, pm, clock)
 		if err := exporter.RegisterPassive(reg, pm); err != nil {
 			return err
