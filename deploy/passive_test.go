@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -184,6 +185,117 @@ func TestPassiveDropInSyscalls(t *testing.T) {
 		t.Errorf("expected the 5 captured requests to be stored:\n%s", out.String())
 	}
 	checkTrace(t, trace, allowed, families, []string{"recvmmsg", "bind", "ioctl", "getsockopt", "pwrite64"})
+
+	// It never sends a packet: no write-type call on a packet socket
+	// (the metrics server's TCP writes are on other descriptors).
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, sends, others := packetSocketSends(string(b))
+	if len(fds) == 0 {
+		t.Fatalf("no socket(AF_PACKET, …) in the trace of ntpexp:\n%s", firstLines(string(b), 20))
+	}
+	if len(sends) > 0 {
+		t.Errorf("passive ntpexp wrote to its AF_PACKET socket (fd %v):\n%s", fds, strings.Join(sends, "\n"))
+	}
+	t.Logf("AF_PACKET socket fd %v: no write-type system call on it; %d on other descriptors", fds, others)
+}
+
+var (
+	straceLineRE = regexp.MustCompile(`^(\d+)\s+(?:<\.\.\. ([a-z_0-9]+) resumed>|([a-z_0-9]+)\((.*))`)
+	straceRetRE  = regexp.MustCompile(`\)\s+=\s+(-?\d+)`)
+	straceFdRE   = regexp.MustCompile(`^(\d+)\b`)
+)
+
+// packetSocketSends reads an strace -f output from ntpexp's execve on and
+// returns the descriptors of the AF_PACKET sockets it opened (socket(2),
+// or a dup of one), the write-type calls made on one of them while it was
+// open, and how many write-type calls went to other descriptors. Calls
+// split by strace into "<unfinished ...>" and "<... resumed>" lines are
+// followed per thread.
+func packetSocketSends(trace string) (fds []int, sends []string, others int) {
+	writes := map[string]bool{"write": true, "writev": true, "pwrite64": true, "pwritev": true, "pwritev2": true,
+		"send": true, "sendto": true, "sendmsg": true, "sendmmsg": true, "sendfile": true, "splice": true}
+	open := map[int]bool{}
+	// pending: the call a thread has in progress creates a packet socket.
+	pending := map[string]bool{}
+	started := false
+	for _, line := range strings.Split(trace, "\n") {
+		if !started {
+			if started = strings.Contains(line, "execve(\""+ntpexpBin+"\""); !started {
+				continue
+			}
+		}
+		m := straceLineRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		tid, resumed, call, args := m[1], m[2], m[3], m[4]
+		if resumed == "" {
+			// A new call: its arguments are on this line.
+			fd := -1
+			if f := straceFdRE.FindStringSubmatch(args); f != nil {
+				fd, _ = strconv.Atoi(f[1])
+			}
+			switch {
+			case call == "socket" && strings.HasPrefix(args, "AF_PACKET"),
+				(call == "dup" || call == "dup2" || call == "dup3" || call == "fcntl" && strings.Contains(args, "F_DUPFD")) && open[fd]:
+				pending[tid] = true
+			case call == "close":
+				delete(open, fd)
+			case writes[call]:
+				if open[fd] {
+					sends = append(sends, line)
+				} else {
+					others++
+				}
+			}
+		}
+		if !pending[tid] {
+			continue
+		}
+		if r := straceRetRE.FindStringSubmatch(line); r != nil {
+			delete(pending, tid)
+			if fd, _ := strconv.Atoi(r[1]); fd >= 0 {
+				open[fd] = true
+				fds = append(fds, fd)
+			}
+		}
+	}
+	return fds, sends, others
+}
+
+// TestPacketSocketSendsParser: the trace check finds writes on a packet
+// socket, through strace's split lines and a dup, and not on descriptors
+// that only share its number before it was opened or after it was closed.
+func TestPacketSocketSendsParser(t *testing.T) {
+	trace := strings.Join([]string{
+		`100 execve("/usr/bin/setpriv", ["setpriv"], 0x7ff /* 2 vars */) = 0`,
+		`100 socket(AF_PACKET, SOCK_RAW, 0) = 3`, // before ntpexp: not counted
+		`100 execve("` + ntpexpBin + `", ["ntpexp"], 0x7ff /* 2 vars */) = 0`,
+		`100 write(7, "x", 1) = 1`, // fd 7 is not a packet socket yet
+		`101 socket(AF_PACKET, SOCK_RAW|SOCK_CLOEXEC|SOCK_NONBLOCK, 0 <unfinished ...>`,
+		`102 accept4(5, {sa_family=AF_INET}, [16], SOCK_CLOEXEC|SOCK_NONBLOCK) = 8`,
+		`101 <... socket resumed>) = 7`,
+		`102 write(8, "HTTP/1.1 200 OK", 15) = 15`,
+		`101 recvmmsg(7, [], 32, MSG_DONTWAIT|MSG_TRUNC, NULL) = -1 EAGAIN (Resource temporarily unavailable)`,
+		`103 sendto(7, "\x00", 1, 0, NULL, 0 <unfinished ...>`,
+		`103 <... sendto resumed>) = 1`,
+		`101 dup(7) = 9`,
+		`101 sendmsg(9, {msg_name=NULL}, 0) = 1`,
+		`101 close(7) = 0`,
+		`101 close(9) = 0`,
+		`102 write(7, "y", 1) = 1`, // fd 7 reused: not a packet socket now
+	}, "\n")
+	fds, sends, others := packetSocketSends(trace)
+	if fmt.Sprint(fds) != "[7 9]" || len(sends) != 2 || !strings.HasPrefix(sends[0], "103 sendto(7,") ||
+		!strings.HasPrefix(sends[1], "101 sendmsg(9,") || others != 3 {
+		t.Errorf("packet fds %v, sends %q, %d other writes", fds, sends, others)
+	}
+	if fds, sends, _ := packetSocketSends(strings.ReplaceAll(trace, "sendto(7", "sendto(8")); len(fds) != 2 || len(sends) != 1 {
+		t.Errorf("a TCP write counted as a packet send: %v %q", fds, sends)
+	}
 }
 
 // pidsOf lists the processes running exe.
