@@ -17,6 +17,8 @@ import (
 
 	"github.com/go-kit/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/ntpexp/ntpexp/e2e/peers"
 )
 
 // enterPrivateNetns moves the calling test's thread into a new network
@@ -226,7 +228,7 @@ func TestCaptureErrors(t *testing.T) {
 // it re-runs itself as user nobody, so it runs in CI too.
 func TestCapturePermissionDenied(t *testing.T) {
 	if os.Geteuid() == 0 {
-		runAsNobody(t, "TestCapturePermissionDenied")
+		peers.RerunAsNobody(t, "TestCapturePermissionDenied")
 		return
 	}
 	p := NewPassive(PassiveConfig{}, NewClientTable(10), nil)

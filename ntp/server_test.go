@@ -2,14 +2,9 @@ package ntp
 
 import (
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +13,8 @@ import (
 
 	"github.com/go-kit/log"
 	"go.uber.org/goleak"
+
+	"github.com/ntpexp/ntpexp/e2e/peers"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -189,7 +186,7 @@ func TestServerPortBusy(t *testing.T) {
 // re-runs itself as user nobody, so it runs in CI too.
 func TestServerPermissionDenied(t *testing.T) {
 	if os.Geteuid() == 0 {
-		runAsNobody(t, "TestServerPermissionDenied")
+		peers.RerunAsNobody(t, "TestServerPermissionDenied")
 		return
 	}
 	clock, _ := NewHostClock(ClockSyncAssume, 2, DefaultRefID)
@@ -198,41 +195,5 @@ func TestServerPermissionDenied(t *testing.T) {
 	err := srv.Listen()
 	if err == nil || !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE") {
 		t.Fatalf("err = %v", err)
-	}
-}
-
-// runAsNobody re-executes this test binary as user nobody, running one test.
-func runAsNobody(t *testing.T, test string) {
-	t.Helper()
-	u, err := user.Lookup("nobody")
-	if err != nil {
-		t.Fatalf("no user nobody to drop privileges to: %v", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	dir, err := os.MkdirTemp("", "ntpexp-nobody")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "test.bin")
-	src, err := os.Open(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(dst, src)
-	src.Close()
-	dst.Close()
-	cmd := exec.Command(bin, "-test.run", "^"+test+"$", "-test.v")
-	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: "+test) {
-		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
 }
