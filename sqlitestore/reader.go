@@ -898,8 +898,8 @@ func checkThreshold(name string, v, def float64) (float64, error) {
 // whose |offset| exceeds OffsetThreshold (offset), whose delay exceeds
 // DelayThreshold (delay), or that were rate limited (rate_limited).
 // Worst values and totals come from the rollups (fast over long windows);
-// Count comes from raw observations, so over windows longer than the raw
-// retention it covers only the retained part. Only clients whose
+// Count comes from the hourly histograms, and from raw rows only where a
+// histogram cannot tell (beyondCounter). Only clients whose
 // lifetime extremes (in the clients table) pass a threshold, and that
 // were seen in the window, have their rollups read.
 func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies, error) {
@@ -977,16 +977,14 @@ func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies
 			return nil, err
 		}
 	}
+	bc, err := newBeyondCounter(ctx, tx)
+	if err != nil {
+		return nil, explain(r.path, err)
+	}
+	defer bc.close()
 	for i := range cands {
 		c := &cands[i]
-		q := `SELECT count(*) FROM observations
-			WHERE client = ? AND time_ns >= ? AND (offset_ns > ? OR offset_ns < ?)`
-		args := []any{c.client, sinceNS, c.thr, -c.thr}
-		if c.delay {
-			q = `SELECT count(*) FROM observations WHERE client = ? AND time_ns >= ? AND delay_ns > ?`
-			args = args[:3]
-		}
-		if err := tx.QueryRowContext(ctx, q, args...).Scan(&c.a.Count); err != nil {
+		if c.a.Count, err = bc.count(ctx, c, since); err != nil {
 			return nil, explain(r.path, err)
 		}
 		out.Anomalies = append(out.Anomalies, c.a)

@@ -6,6 +6,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"math"
 	"strconv"
 	"time"
@@ -165,7 +166,6 @@ func (r *Reader) refAnomalies(ctx context.Context, opts AnomalyOptions) (*Anomal
 		return nil, err
 	}
 	since := r.since(hours)
-	sinceNS := since * int64(time.Second)
 	out := &Anomalies{Hours: hours, Since: Time{time.Unix(since, 0).UTC()},
 		DelayThresholdSeconds: delayThr, OffsetThresholdSeconds: offThr, Anomalies: []Anomaly{}}
 	offNS := int64(math.Round(offThr * 1e9))
@@ -232,9 +232,8 @@ func (r *Reader) refAnomalies(ctx context.Context, opts AnomalyOptions) (*Anomal
 	}
 	for i := range cands {
 		c := &cands[i]
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM observations
-			WHERE client = ? AND time_ns >= ? AND (offset_ns > ? OR offset_ns < ?)`,
-			c.client, sinceNS, c.thr, -c.thr).Scan(&c.a.Count)
+		var err error
+		c.a.Count, err = refBeyond(ctx, tx, c.client, since, c.thr, false)
 		if err != nil {
 			return nil, explain(r.path, err)
 		}
@@ -272,9 +271,8 @@ func (r *Reader) refAnomalies(ctx context.Context, opts AnomalyOptions) (*Anomal
 	}
 	for i := range cands {
 		c := &cands[i]
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM observations
-			WHERE client = ? AND time_ns >= ? AND delay_ns > ?`,
-			c.client, sinceNS, c.thr).Scan(&c.a.Count)
+		var err error
+		c.a.Count, err = refBeyond(ctx, tx, c.client, since, c.thr, true)
 		if err != nil {
 			return nil, explain(r.path, err)
 		}
@@ -310,4 +308,63 @@ func (r *Reader) refAnomalies(ctx context.Context, opts AnomalyOptions) (*Anomal
 	}
 	sortAnomalies(out.Anomalies)
 	return out, nil
+}
+
+// refBeyond is Anomaly.Count by its definition: hour by hour, the
+// client's observations in histogram buckets wholly beyond thr, plus,
+// where the hour's histogram has observations in thr's own bucket, the
+// hour's raw rows beyond thr and below the bucket's end.
+func refBeyond(ctx context.Context, tx *sql.Tx, client []byte, since, thr int64, delay bool) (int64, error) {
+	col, raw := "offset_hist", `SELECT count(*) FROM observations WHERE client = ?1 AND time_ns >= ?2 AND time_ns < ?3
+		AND (offset_ns > ?4 OR offset_ns < -?4) AND offset_ns < ?5 AND offset_ns > -?5`
+	if delay {
+		col, raw = "delay_hist", `SELECT count(*) FROM observations WHERE client = ?1 AND time_ns >= ?2 AND time_ns < ?3
+			AND delay_ns > ?4 AND delay_ns < ?5`
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT hour, `+col+` FROM client_hours WHERE client = ? AND hour >= ?`, client, since)
+	if err != nil {
+		return 0, err
+	}
+	type hourHist struct {
+		hour int64
+		h    sparseCounts
+	}
+	var hs []hourHist
+	for rows.Next() {
+		hh := hourHist{h: sparseCounts{}}
+		var blob []byte
+		if err := rows.Scan(&hh.hour, &blob); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if err := mergeSparse(hh.h, blob); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		hs = append(hs, hh)
+	}
+	rows.Close()
+	bs := histBucket(thr)
+	_, hi := histBounds(bs)
+	hiNS := int64(math.MaxInt64)
+	if hi < float64(math.MaxInt64) {
+		hiNS = int64(hi)
+	}
+	var n int64
+	for _, hh := range hs {
+		for k, c := range hh.h {
+			if k > bs {
+				n += int64(c)
+			}
+		}
+		if hh.h[bs] == 0 {
+			continue
+		}
+		var in int64
+		if err := tx.QueryRowContext(ctx, raw, client, hh.hour*1e9, (hh.hour+3600)*1e9, thr, hiNS).Scan(&in); err != nil {
+			return 0, err
+		}
+		n += in
+	}
+	return n, nil
 }
