@@ -210,3 +210,46 @@ func TestOldToolCommandLines(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsOnly: with database.enabled=false ntpexp answers and counts
+// as usual, opens no database, exposes no store metrics, and the API says
+// why it has nothing.
+func TestMetricsOnly(t *testing.T) {
+	d := startDaemon(t, daemonOpts{Args: []string{"--database.enabled=false", "--ntp.ratelimit.enabled=false"}})
+	res := runLoad(t, d.NTPAddr, "-rate", "200", "-duration", "1s", "-sources", "20", "-personality", "mix")
+	if res.Replies != res.Sent || res.Sent < 100 {
+		t.Fatalf("%d of %d answered", res.Replies, res.Sent)
+	}
+	m := d.metrics()
+	var requests float64
+	for k, v := range m {
+		if strings.HasPrefix(k, "ntpexp_requests_total") {
+			requests += v
+		}
+		if strings.HasPrefix(k, "ntpexp_store_") {
+			t.Errorf("store metric %s exposed without a store", k)
+		}
+	}
+	if requests != float64(res.Sent) {
+		t.Errorf("ntpexp_requests_total %v, want %d", requests, res.Sent)
+	}
+	resp, err := http.Get("http://" + d.WebAddr + "/api/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Error string `json:"error"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || err != nil || !strings.Contains(body.Error, "database.enabled=false") {
+		t.Errorf("/api/stats: %d %q %v", resp.StatusCode, body.Error, err)
+	}
+	matches, _ := filepath.Glob(d.DB + "*")
+	if len(matches) != 0 {
+		t.Errorf("files of a disabled store: %v", matches)
+	}
+	if !strings.Contains(d.Proc.Output(), "database=disabled") {
+		t.Errorf("start-up log does not say the store is off:\n%s", d.Proc.Output())
+	}
+}

@@ -78,6 +78,7 @@ func (s *Seconds) UnmarshalJSON(b []byte) error {
 type Config struct {
 	Mode     string `default:"server" enum:"server,passive" json:"mode" help:"server: answer NTP requests on UDP port 123 from the host clock. passive: leave port 123 to the daemon already running here (chronyd, ntpd) and watch its traffic on capture.interface instead; sends nothing, needs only CAP_NET_RAW."`
 	Database struct {
+		Enabled             bool    `default:"true" negatable:"" json:"enabled" help:"Keep every observation in the SQLite store (history, query commands, API). --database.enabled=false serves with metrics only: no database is opened, the API answers 404."`
 		Path                string  `default:"ntpexp.db" json:"path" help:"SQLite database file, created with mode 0600 if missing."`
 		BatchSize           int     `default:"100" json:"batch_size" help:"A write starts as soon as this many observations are queued, at most one every 0.25 s unless the queue is half full (a transaction takes every whole batch queued, so it grows under load)."`
 		FlushInterval       Seconds `default:"30" json:"flush_interval" help:"Longest time, in seconds, that a queued observation waits before it is written."`

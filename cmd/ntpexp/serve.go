@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -125,21 +126,18 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		return usageError{fmt.Errorf("database.address_mode: %w", err)}
 	}
 	sc.AddressMode, sc.AddressKey = sqlitestore.AddressFull, ""
-	store, err := sqlitestore.Open(ctx, sc, log.With(logger, "component", "store"))
-	if err != nil {
-		return err
-	}
-	storeClosed := false
-	defer func() {
-		if !storeClosed {
-			store.Close(context.Background())
+	var store *sqlitestore.Store
+	var reader *sqlitestore.Reader
+	if c.Database.Enabled {
+		if store, err = sqlitestore.Open(ctx, sc, log.With(logger, "component", "store")); err != nil {
+			return err
 		}
-	}()
-	reader, err := openReader(c)
-	if err != nil {
-		return err
+		defer store.Close(context.Background()) // a no-op after the orderly close below
+		if reader, err = openReader(c); err != nil {
+			return err
+		}
+		defer reader.Close()
 	}
-	defer reader.Close()
 
 	reg := prometheus.NewRegistry()
 	if err := exporter.RegisterDefault(reg); err != nil {
@@ -160,10 +158,12 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 		}
 	}
 	metrics := exporter.NewMetrics(reg, stats, exporter.MetricsConfig{MaxClients: maxClients, Watch: watch})
-	sm := exporter.RegisterStore(reg, store)
-	late.p.Store(&flushObserver{m: sm})
-
-	var consumer ntp.Consumer = ntp.Consumers{metrics, store}
+	var consumer ntp.Consumer = metrics
+	if store != nil {
+		sm := exporter.RegisterStore(reg, store)
+		late.p.Store(&flushObserver{m: sm})
+		consumer = ntp.Consumers{metrics, store}
+	}
 	if anon.Mode() != sqlitestore.AddressFull {
 		consumer = anonymizing{anon: anon, next: consumer}
 	}
@@ -192,7 +192,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	web := exporter.NewServer(log.With(logger, "component", "web"), reg, exporter.WebConfig{
 		ListenAddresses: c.Web.ListenAddress, ConfigFile: c.Web.ConfigFile, TelemetryPath: c.Web.TelemetryPath,
 		MaxRequests: c.Web.MaxRequests, Timeout: c.Web.Timeout.D(), EnablePprof: c.Web.EnablePprof,
-	}, api.New(reader, log.With(logger, "component", "api")), ready.Load)
+	}, apiHandler(reader, log.With(logger, "component", "api")), ready.Load)
 	if err := web.Listen(); err != nil {
 		srv.Shutdown()
 		return err
@@ -201,7 +201,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	srcKey, srcVal := src.describe()
 	level.Info(logger).Log("msg", "starting ntpexp", "version", version.Version, "revision", version.GetRevision(),
 		"mode", c.Mode, srcKey, srcVal, "web", fmt.Sprint(web.Addrs()), "telemetry_path", c.Web.TelemetryPath,
-		"database", c.Database.Path, "max_clients_tracked", c.Performance.MaxCacheSize,
+		"database", databaseDesc(c), "max_clients_tracked", c.Performance.MaxCacheSize,
 		"metrics_max_clients", c.Metrics.MaxClients, "ratelimit", c.NTP.RateLimit.Enabled,
 		"ratelimit_interval", c.NTP.RateLimit.Interval, "ratelimit_burst", c.NTP.RateLimit.Burst,
 		"batch_size", c.Database.BatchSize, "flush_interval", c.Database.FlushInterval.D(),
@@ -248,10 +248,11 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	// 2-4. Drain the observation queue, flush the store, close the database.
 	closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	storeClosed = true
-	if err := store.Close(closeCtx); err != nil {
-		level.Error(logger).Log("msg", "closing the store", "err", err)
-		runErr = errors.Join(runErr, err)
+	if store != nil {
+		if err := store.Close(closeCtx); err != nil {
+			level.Error(logger).Log("msg", "closing the store", "err", err)
+			runErr = errors.Join(runErr, err)
+		}
 	}
 	// 5. Stop HTTP.
 	shCtx, cancelSh := context.WithTimeout(context.Background(), 10*time.Second)
@@ -259,8 +260,28 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 	web.Shutdown(shCtx)
 	stopClock()
 	wg.Wait()
-	level.Info(logger).Log("msg", "stopped", "rows_written", store.RowsWritten(), "rows_dropped", store.RowsDropped(), "write_errors", store.WriteErrors())
+	if store != nil {
+		level.Info(logger).Log("msg", "stopped", "rows_written", store.RowsWritten(), "rows_dropped", store.RowsDropped(), "write_errors", store.WriteErrors())
+	} else {
+		level.Info(logger).Log("msg", "stopped")
+	}
 	return runErr
+}
+
+// apiHandler is the REST API on the store, or, with the store disabled, a
+// handler that says so.
+func apiHandler(r *sqlitestore.Reader, logger log.Logger) http.Handler {
+	if r == nil {
+		return api.Disabled("the store is disabled (database.enabled=false): no history to query; enable it to use the API")
+	}
+	return api.New(r, logger)
+}
+
+func databaseDesc(c *Config) string {
+	if !c.Database.Enabled {
+		return "disabled"
+	}
+	return c.Database.Path
 }
 
 // warnWorldReadable warns about files holding secrets that any local user

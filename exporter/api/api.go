@@ -52,6 +52,14 @@ func New(r *sqlitestore.Reader, logger log.Logger) http.Handler {
 	return h
 }
 
+// Disabled answers every API request with 404 and msg, for a server
+// running without its store.
+func Disabled(msg string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, msg)
+	})
+}
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
