@@ -27,7 +27,7 @@ import (
 //	ntpexp-bench-rollups-s<schema>-g<gen>.db    30 days × 100,000 clients of hourly and daily rollups (several GB)
 //	ntpexp-bench-history-s<schema>-g<gen>.db    3 days of raw rows of 1,000 clients polling every 64 s (about 550 MB)
 
-const benchGenVersion = 4
+const benchGenVersion = 5
 
 // benchExportRows is the size of the export benchmark's database.
 const benchExportRows = 1000000
@@ -340,11 +340,24 @@ func rollupDB(b *testing.B) string {
 		// Daily rollups: each client's hours of each day summed.
 		run(`DROP INDEX client_days_client`)
 		last := first + (benchRollupHours-1)*3600
+		// A variant's day of n hours: its hourly histograms times n.
+		run(`CREATE TEMP TABLE bvh (id INTEGER PRIMARY KEY, offset_hist, delay_hist)`)
+		scale := func(blob []byte, n int64) []byte {
+			m := sparseCounts{}
+			decodeSparse(blob, func(k int, c uint64) { m[k] = c * uint64(n) })
+			out, _ := m.appendEncoded([]byte{}, nil)
+			return out
+		}
 		for d := dayOf(first); d <= last; d += 86400 {
 			n := (min(d+86400, last+3600) - max(d, first)) / 3600
+			run(`DELETE FROM bvh`)
+			for i, v := range variants {
+				run(`INSERT INTO bvh VALUES (?, ?, ?)`, i, scale(v.offHist, n), scale(v.delayHist, n))
+			}
 			run(`INSERT INTO client_days SELECT ?1, c.client, v.requests * ?2, v.drops * ?2, v.rate_limited * ?2, v.kod * ?2,
-				v.offset_count * ?2, v.offset_min_ns, v.offset_max_ns, v.delay_count * ?2, v.delay_min_ns, v.delay_max_ns
-				FROM bc AS c JOIN bv AS v ON v.id = c.n % 200`, d, n)
+				v.offset_count * ?2, v.offset_min_ns, v.offset_max_ns, v.delay_count * ?2, v.delay_min_ns, v.delay_max_ns,
+				h.offset_hist, h.delay_hist
+				FROM bc AS c JOIN bv AS v ON v.id = c.n % 200 JOIN bvh AS h ON h.id = v.id`, d, n)
 		}
 		run(`CREATE INDEX client_days_client ON client_days (client, day)`)
 		enc := func(p countPairs) []byte { return p.appendEncoded([]byte{}) }

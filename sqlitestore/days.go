@@ -41,21 +41,52 @@ const daySet = `ON CONFLICT (day, client) DO UPDATE SET
 	offset_max_ns = max(coalesce(offset_max_ns, excluded.offset_max_ns), coalesce(excluded.offset_max_ns, offset_max_ns)),
 	delay_count = delay_count + excluded.delay_count,
 	delay_min_ns = min(coalesce(delay_min_ns, excluded.delay_min_ns), coalesce(excluded.delay_min_ns, delay_min_ns)),
-	delay_max_ns = max(coalesce(delay_max_ns, excluded.delay_max_ns), coalesce(excluded.delay_max_ns, delay_max_ns))`
+	delay_max_ns = max(coalesce(delay_max_ns, excluded.delay_max_ns), coalesce(excluded.delay_max_ns, delay_max_ns)),
+	offset_hist = ` + histMergeFunc + `(offset_hist, excluded.offset_hist),
+	delay_hist = ` + histMergeFunc + `(delay_hist, excluded.delay_hist)`
 
 // sqlUpsertDay adds a transaction's late rows of one client and day.
 const sqlUpsertDay = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
-	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns, offset_hist, delay_hist)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ` + daySet
 
 // sqlRollHour adds an hour's client_hours rows (?2) to their day (?1).
 const sqlRollHour = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
-	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns)
+	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns, offset_hist, delay_hist)
 SELECT ?1, client, requests, drops, rate_limited, kod,
-	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns
+	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns, offset_hist, delay_hist
 FROM client_hours WHERE hour = ?2 ORDER BY client
 ` + daySet
+
+// histMergeFunc merges two encoded histograms in SQL (registered on the
+// writer's connection): NULL, an unknown histogram, stays NULL.
+const histMergeFunc = "ntpexp_hist_merge"
+
+// histMerge implements histMergeFunc. go-sqlite3 passes NULL as a nil
+// []byte and an empty blob as an empty one.
+func histMerge(a, b any) (any, error) {
+	x, _ := a.([]byte)
+	y, _ := b.([]byte)
+	if x == nil || y == nil {
+		return nil, nil
+	}
+	if len(x) == 0 {
+		return y, nil
+	}
+	if len(y) == 0 {
+		return x, nil
+	}
+	m := sparseCounts{}
+	if err := mergeSparse(m, x); err != nil {
+		return nil, err
+	}
+	if err := mergeSparse(m, y); err != nil {
+		return nil, err
+	}
+	out, _ := m.appendEncoded([]byte{}, nil)
+	return out, nil
+}
 
 // loadDays reads the daily rollups' range, setting it to start at the
 // current hour when the database has none yet (new, or just upgraded).

@@ -117,6 +117,16 @@ func fileURI(path string, opts url.Values) string {
 	return u.String() + "?" + opts.Encode()
 }
 
+// writerDriver is go-sqlite3 with the SQL functions that the writer's
+// statements call (histMergeFunc).
+const writerDriver = "sqlite3_ntpexp_writer"
+
+func init() {
+	sql.Register(writerDriver, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		return c.RegisterFunc(histMergeFunc, histMerge, true)
+	}})
+}
+
 // writerDSN is the single writer connection's DSN: WAL, immediate
 // transactions (so a batch takes the write lock up front and waits for it
 // in the busy handler rather than failing on upgrade), synchronous=NORMAL

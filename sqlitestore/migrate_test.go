@@ -13,11 +13,20 @@ import (
 // schema1DB creates a database of schema 1, from its migration file as
 // released, holding the tables of src (a database of this build) if src is
 // not empty.
-func schema1DB(t *testing.T, path, src string) {
+func schema1DB(t *testing.T, path, src string) { schemaDB(t, path, src, 1) }
+
+// schemaDB creates a database of an older schema (1 or 2), from the
+// migration files as released, holding the tables of src (a database of
+// this build) as far as that schema has them, if src is not empty.
+func schemaDB(t *testing.T, path, src string, version int) {
 	t.Helper()
-	init, err := migrationFS.ReadFile("migrations/0001_init.sql")
-	if err != nil {
-		t.Fatal(err)
+	var stmts []string
+	for _, name := range []string{"migrations/0001_init.sql", "migrations/0002_client_days.sql"}[:version] {
+		b, err := migrationFS.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stmts = append(stmts, string(b))
 	}
 	db, err := sql.Open("sqlite3", writerDSN(path))
 	if err != nil {
@@ -25,14 +34,20 @@ func schema1DB(t *testing.T, path, src string) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	stmts := []string{string(init), "PRAGMA user_version = 1"}
+	stmts = append(stmts, fmt.Sprintf("PRAGMA user_version = %d", version))
 	if src != "" {
 		stmts = append(stmts, "ATTACH DATABASE '"+src+"' AS src")
 		for _, table := range []string{"observations", "clients", "client_hours", "hours"} {
 			stmts = append(stmts, "INSERT INTO main."+table+" SELECT * FROM src."+table)
 		}
-		// Schema 1 records only the hourly rollups' cutoff.
-		stmts = append(stmts, "INSERT INTO main.retention SELECT * FROM src.retention WHERE name = 'client_hours'")
+		if version == 1 {
+			// Schema 1 records only the hourly rollups' cutoff.
+			stmts = append(stmts, "INSERT INTO main.retention SELECT * FROM src.retention WHERE name = 'client_hours'")
+		} else {
+			stmts = append(stmts, "DELETE FROM main.retention", "INSERT INTO main.retention SELECT * FROM src.retention",
+				`INSERT INTO main.client_days SELECT day, client, requests, drops, rate_limited, kod,
+					offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns FROM src.client_days`)
+		}
 		stmts = append(stmts, "DETACH DATABASE src")
 	}
 	for _, q := range stmts {
@@ -40,6 +55,54 @@ func schema1DB(t *testing.T, path, src string) {
 			t.Fatalf("%.60s: %v", q, err)
 		}
 	}
+}
+
+// TestMigrateFromSchema2 opens a database of schema 2 with this build:
+// its daily rollups have no histograms (NULL), and stay so when rows are
+// added to their days; anomaly counts over them use the hourly
+// histograms instead and must match the reference queries, as must
+// stats, before and after writing into those days.
+func TestMigrateFromSchema2(t *testing.T) {
+	r := statsFixture(t)
+	src := r.Path()
+	days := queryInt(t, r.db, "SELECT count(*) FROM client_days")
+	if days == 0 {
+		t.Fatal("the fixture has no daily rollups to upgrade")
+	}
+	cfg := testConfig(t)
+	cfg.Path = filepath.Join(t.TempDir(), "v2.db")
+	cfg.Now = fixedNow
+	schemaDB(t, cfg.Path, src, 2)
+	s := openStore(t, cfg)
+	db := rawDB(t, cfg.Path)
+	if v := queryInt(t, db, "PRAGMA user_version"); v != int64(SchemaVersion()) {
+		t.Fatalf("user_version = %d after migration, want %d", v, SchemaVersion())
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM client_days WHERE offset_hist IS NULL AND delay_hist IS NULL"); n != days {
+		t.Errorf("%d of %d upgraded daily rows without histograms", n, days)
+	}
+	check := func() {
+		t.Helper()
+		rd := openReader(t, cfg.Path)
+		rd.SetClock(fixedNow)
+		checkQueriesMatchReference(t, rd)
+	}
+	check()
+	// Late rows into the upgraded days, and new days.
+	data := randomObservations(5, 3000)
+	for i := range data {
+		s.Observe(&data[i])
+	}
+	waitFor(t, "rows written", func() bool { return s.RowsWritten() == uint64(len(data)) })
+	closeStore(t, s)
+	if n := queryInt(t, db, "SELECT count(*) FROM client_days WHERE offset_hist IS NULL"); n < days {
+		t.Errorf("%d daily rows without histograms after writing, want the %d upgraded ones at least", n, days)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM client_days WHERE offset_hist IS NOT NULL"); n == 0 {
+		t.Error("no daily rows with histograms after writing")
+	}
+	checkDailyRollups(t, db, false)
+	check()
 }
 
 // TestMigrateFromSchema1 opens databases of schema 1 with this build: an
@@ -153,6 +216,46 @@ func checkQueriesMatchReference(t *testing.T, r *Reader) {
 	}
 }
 
+// setDailyHists sets the daily rows' histograms to their hours' in
+// [from, to), merged, as the writer keeps them.
+func setDailyHists(t *testing.T, db *sql.DB, from, to int64) {
+	t.Helper()
+	rows, err := db.Query(`SELECT hour - (hour % 86400 + 86400) % 86400, client, offset_hist, delay_hist
+		FROM client_hours WHERE hour >= ? AND hour < ?`, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		day    int64
+		client string
+	}
+	m := map[key][2]sparseCounts{}
+	for rows.Next() {
+		var day int64
+		var client, off, delay []byte
+		if err := rows.Scan(&day, &client, &off, &delay); err != nil {
+			t.Fatal(err)
+		}
+		k := key{day, string(client)}
+		h, ok := m[k]
+		if !ok {
+			h = [2]sparseCounts{{}, {}}
+			m[k] = h
+		}
+		mergeSparse(h[0], off)
+		mergeSparse(h[1], delay)
+	}
+	rows.Close()
+	for k, h := range m {
+		off, _ := h[0].appendEncoded([]byte{}, nil)
+		delay, _ := h[1].appendEncoded([]byte{}, nil)
+		if _, err := db.Exec(`UPDATE client_days SET offset_hist = ?, delay_hist = ? WHERE day = ? AND client = ?`,
+			off, delay, k.day, []byte(k.client)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestQueriesUseDailyRollupsOfTheirRange sets the daily rollups to the
 // hours of a range (computed here from the hourly rollups, as they are
 // defined), for ranges ending at, before and within days, with and
@@ -177,14 +280,19 @@ func TestQueriesUseDailyRollupsOfTheirRange(t *testing.T) {
 		// rollups (35 hours start at 05:00 yesterday).
 		{"cut at 03:00 yesterday", math.MinInt64, h(0), dayOf(h(-24*time.Hour)) + 3*3600},
 	}
-	for _, expired := range []bool{false, true} {
+	for _, v := range []struct{ expired, hists bool }{{false, true}, {true, true}, {false, false}, {true, false}} {
+		expired := v.expired
 		r := statsFixtureRetained(t, expired)
 		db := rawWriteDB(t, r.Path())
 		for _, rg := range ranges {
-			t.Run(fmt.Sprintf("%s/expired=%v", rg.name, expired), func(t *testing.T) {
+			// hists=false: daily rows without histograms, as written
+			// before schema 3.
+			t.Run(fmt.Sprintf("%s/expired=%v/hists=%v", rg.name, expired, v.hists), func(t *testing.T) {
 				for _, q := range []string{
 					`DELETE FROM client_days`,
-					`INSERT INTO client_days SELECT hour - (hour % 86400 + 86400) % 86400 AS day, client,
+					`INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
+						offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns)
+						SELECT hour - (hour % 86400 + 86400) % 86400 AS day, client,
 						sum(requests), sum(drops), sum(rate_limited), sum(kod),
 						sum(offset_count), min(offset_min_ns), max(offset_max_ns),
 						sum(delay_count), min(delay_min_ns), max(delay_max_ns)
@@ -195,6 +303,9 @@ func TestQueriesUseDailyRollupsOfTheirRange(t *testing.T) {
 					if _, err := db.Exec(q, rg.from, rg.to); err != nil {
 						t.Fatal(err)
 					}
+				}
+				if v.hists {
+					setDailyHists(t, db, rg.from, rg.to)
 				}
 				if rg.cutoff != 0 {
 					for _, q := range []string{

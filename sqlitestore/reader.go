@@ -977,14 +977,14 @@ func (r *Reader) Anomalies(ctx context.Context, opts AnomalyOptions) (*Anomalies
 			return nil, err
 		}
 	}
-	bc, err := newBeyondCounter(ctx, tx)
+	bc, err := newBeyondCounter(ctx, tx, rw)
 	if err != nil {
 		return nil, explain(r.path, err)
 	}
 	defer bc.close()
 	for i := range cands {
 		c := &cands[i]
-		if c.a.Count, err = bc.count(ctx, c, since); err != nil {
+		if c.a.Count, err = bc.count(ctx, c); err != nil {
 			return nil, explain(r.path, err)
 		}
 		out.Anomalies = append(out.Anomalies, c.a)

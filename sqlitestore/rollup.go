@@ -116,40 +116,20 @@ func (h *hourState) add(o *ntp.Observation, off, delay, tallies *countPairs, t *
 	}
 	if o.Method != ntp.MethodNone {
 		v := int64(o.Offset)
-		if h.offCount == 0 {
-			h.offMin, h.offMax = v, v
-		} else {
-			h.offMin, h.offMax = min(h.offMin, v), max(h.offMax, v)
-		}
-		h.offCount++
+		widen(&h.offCount, &h.offMin, &h.offMax, v)
 		h.offSum += float64(v)
 		b := histBucket(v)
 		off.add(b, 1)
-		if t.offCount == 0 {
-			t.offMin, t.offMax = v, v
-		} else {
-			t.offMin, t.offMax = min(t.offMin, v), max(t.offMax, v)
-		}
-		t.offCount++
+		widen(&t.offCount, &t.offMin, &t.offMax, v)
 		t.offHist.add(b, 1)
 	}
 	if o.Method == ntp.MethodExchange {
 		v := int64(o.Delay)
-		if h.delayCount == 0 {
-			h.delayMin, h.delayMax = v, v
-		} else {
-			h.delayMin, h.delayMax = min(h.delayMin, v), max(h.delayMax, v)
-		}
-		h.delayCount++
+		widen(&h.delayCount, &h.delayMin, &h.delayMax, v)
 		h.delaySum += float64(v)
 		b := histBucket(v)
 		delay.add(b, 1)
-		if t.delayCount == 0 {
-			t.delayMin, t.delayMax = v, v
-		} else {
-			t.delayMin, t.delayMax = min(t.delayMin, v), max(t.delayMax, v)
-		}
-		t.delayCount++
+		widen(&t.delayCount, &t.delayMin, &t.delayMax, v)
 		t.delayHist.add(b, 1)
 	}
 	for _, k := range [...]int{
@@ -286,4 +266,14 @@ func (t *hourTotals) scan(v []driver.Value) error {
 		}
 	}
 	return nil
+}
+
+// widen counts v into a running count n and range [lo, hi].
+func widen(n, lo, hi *int64, v int64) {
+	if *n == 0 {
+		*lo, *hi = v, v
+	} else {
+		*lo, *hi = min(*lo, v), max(*hi, v)
+	}
+	*n++
 }

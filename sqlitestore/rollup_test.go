@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,7 +290,53 @@ func checkDailyRollups(t *testing.T, db *sql.DB, withRaw bool) int {
 			}
 		}
 	}
+	checkDailyHists(t, db, from, to)
 	return len(days)
+}
+
+// checkDailyHists checks every known (not NULL) histogram of the daily
+// rollups against the client's hourly histograms of the day's hours in
+// [from, to), merged.
+func checkDailyHists(t *testing.T, db *sql.DB, from, to int64) {
+	t.Helper()
+	hists := func(q string, args ...any) map[string][2]sparseCounts {
+		rows, err := db.Query(q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		m := map[string][2]sparseCounts{}
+		for rows.Next() {
+			var day int64
+			var client, off, delay []byte
+			if err := rows.Scan(&day, &client, &off, &delay); err != nil {
+				t.Fatal(err)
+			}
+			k := fmt.Sprintf("%d %x", day, client)
+			h, ok := m[k]
+			if !ok {
+				h = [2]sparseCounts{{}, {}}
+				m[k] = h
+			}
+			if err := mergeSparse(h[0], off); err != nil {
+				t.Fatal(err)
+			}
+			if err := mergeSparse(h[1], delay); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	days := hists(`SELECT day, client, offset_hist, delay_hist FROM client_days WHERE offset_hist IS NOT NULL`)
+	hours := hists(`SELECT hour / 86400 * 86400, client, offset_hist, delay_hist FROM client_hours WHERE hour >= ? AND hour < ?`, from, to)
+	for k, got := range days {
+		if want := hours[k]; !reflect.DeepEqual(got, want) {
+			t.Errorf("daily histograms %s:\n got %v\nwant %v (hourly histograms of [%d, %d))", k, got, want, from, to)
+		}
+	}
 }
 
 // TestDailyRollupsRollForward moves the clock on while writing: rows of

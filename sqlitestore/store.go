@@ -99,7 +99,7 @@ func Open(ctx context.Context, cfg Config, logger log.Logger) (*Store, error) {
 			level.Warn(logger).Log("msg", "database file is readable by other users; chmod 600 it", "path", path, "mode", st.Mode().Perm().String())
 		}
 	}
-	db, err := sql.Open("sqlite3", writerDSN(path))
+	db, err := sql.Open(writerDriver, writerDSN(path))
 	if err != nil {
 		lock.release()
 		return nil, explain(path, err)

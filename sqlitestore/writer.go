@@ -216,6 +216,7 @@ type dayAgg struct {
 	requests, drops, rateLimited, kod int64
 	offCount, offMin, offMax          int64
 	delayCount, delayMin, delayMax    int64
+	offHist, delayHist                countPairs
 }
 
 // add counts one observation.
@@ -232,21 +233,13 @@ func (d *dayAgg) add(o *ntp.Observation) {
 	}
 	if o.Method != ntp.MethodNone {
 		v := int64(o.Offset)
-		if d.offCount == 0 {
-			d.offMin, d.offMax = v, v
-		} else {
-			d.offMin, d.offMax = min(d.offMin, v), max(d.offMax, v)
-		}
-		d.offCount++
+		widen(&d.offCount, &d.offMin, &d.offMax, v)
+		d.offHist.add(histBucket(v), 1)
 	}
 	if o.Method == ntp.MethodExchange {
 		v := int64(o.Delay)
-		if d.delayCount == 0 {
-			d.delayMin, d.delayMax = v, v
-		} else {
-			d.delayMin, d.delayMax = min(d.delayMin, v), max(d.delayMax, v)
-		}
-		d.delayCount++
+		widen(&d.delayCount, &d.delayMin, &d.delayMax, v)
+		d.delayHist.add(histBucket(v), 1)
 	}
 }
 
@@ -274,7 +267,7 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 		clientArgs: namedValues(22),
 		hourArgs:   namedValues(20),
 		totalArgs:  namedValues(15),
-		dayArgs:    namedValues(12),
+		dayArgs:    namedValues(14),
 		keyArgs:    namedValues(2),
 		oneArg:     namedValues(1),
 		dest:       make([]driver.Value, 18),
@@ -940,6 +933,8 @@ func (w *writer) upsertDays(up driver.Stmt) error {
 		a[9].Value = d.delayCount
 		a[10].Value = nullInt(d.delayMin, d.delayCount > 0)
 		a[11].Value = nullInt(d.delayMax, d.delayCount > 0)
+		a[12].Value = d.offHist.appendEncoded([]byte{})
+		a[13].Value = d.delayHist.appendEncoded([]byte{})
 		if err := execStmt(up, a); err != nil {
 			return err
 		}

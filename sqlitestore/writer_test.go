@@ -301,3 +301,35 @@ func TestAddressModeAppliedBeforeStorage(t *testing.T) {
 }
 
 var _ ntp.Consumer = (*Store)(nil)
+
+// TestDropLogRateLimited: however many rows a full queue drops, and in
+// however many bursts, the drop warning is written at most once per
+// period, with the count since the last one.
+func TestDropLogRateLimited(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.QueueSize = 10
+	cfg.BatchSize = 10
+	cfg.FlushInterval = 5 * time.Millisecond
+	cfg.dropLogPeriod = time.Hour
+	var logBuf syncBuffer
+	s, err := Open(context.Background(), cfg, log.NewLogfmtLogger(&logBuf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for burst := 0; burst < 5; burst++ {
+		release := blockWriter(t, s)
+		for i := 0; i < 1000; i++ {
+			o := obs(t0.Add(time.Duration(burst*1000+i)*time.Millisecond), "198.51.100.7:123")
+			s.Observe(&o)
+		}
+		release()
+		waitFor(t, "queue drained", func() bool { return s.QueueLength() == 0 })
+	}
+	closeStore(t, s)
+	if got := s.RowsDropped(); got != 5*990 {
+		t.Errorf("RowsDropped = %d, want %d", got, 5*990)
+	}
+	if n := strings.Count(logBuf.String(), `msg="observations dropped, database queue full"`); n != 1 {
+		t.Errorf("%d drop warnings in an hour, want 1:\n%s", n, logBuf.String())
+	}
+}
