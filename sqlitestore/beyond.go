@@ -37,20 +37,20 @@ type straddleRun struct{ from, to int64 }
 
 func newBeyondCounter(ctx context.Context, tx *sql.Tx, rw rollupWindow) (*beyondCounter, error) {
 	b := &beyondCounter{rw: rw}
-	// Per kind (offset, delay): a client's (?1) hourly rows in [?2, ?3)
-	// and from ?4 on, and its daily rows in [?2, ?3), with values beyond
-	// ?5 (?4 for days); raw rows in [?2, ?3) beyond ?4 and below ?5 (the
-	// end of the threshold's bucket).
+	// Per kind (offset, delay): a client's (?1) hourly and daily rows in
+	// [?2, ?3) with values beyond ?4; raw rows in [?2, ?3) beyond ?4 and
+	// below ?5 (the end of the threshold's bucket). Each a range of the
+	// (client, hour), (client, day) and (client, time_ns) indexes.
 	qs := [2][3]string{{
-		`SELECT hour, offset_hist FROM client_hours WHERE client = ?1 AND (hour >= ?2 AND hour < ?3 OR hour >= ?4)
-			AND (offset_max_ns > ?5 OR offset_min_ns < -?5) ORDER BY hour`,
+		`SELECT hour, offset_hist FROM client_hours WHERE client = ?1 AND hour >= ?2 AND hour < ?3
+			AND (offset_max_ns > ?4 OR offset_min_ns < -?4) ORDER BY hour`,
 		`SELECT day, offset_hist FROM client_days WHERE client = ?1 AND day >= ?2 AND day < ?3
 			AND (offset_max_ns > ?4 OR offset_min_ns < -?4) ORDER BY day`,
 		`SELECT count(*) FROM observations WHERE client = ?1 AND time_ns >= ?2 AND time_ns < ?3
 			AND (offset_ns > ?4 OR offset_ns < -?4) AND offset_ns < ?5 AND offset_ns > -?5`,
 	}, {
-		`SELECT hour, delay_hist FROM client_hours WHERE client = ?1 AND (hour >= ?2 AND hour < ?3 OR hour >= ?4)
-			AND delay_max_ns > ?5 ORDER BY hour`,
+		`SELECT hour, delay_hist FROM client_hours WHERE client = ?1 AND hour >= ?2 AND hour < ?3
+			AND delay_max_ns > ?4 ORDER BY hour`,
 		`SELECT day, delay_hist FROM client_days WHERE client = ?1 AND day >= ?2 AND day < ?3
 			AND delay_max_ns > ?4 ORDER BY day`,
 		`SELECT count(*) FROM observations WHERE client = ?1 AND time_ns >= ?2 AND time_ns < ?3
@@ -111,9 +111,12 @@ func (b *beyondCounter) tally(blob []byte, bs int, from, to int64, n *int64) err
 	return nil
 }
 
-// hours tallies c's hourly rows in [from, to) and from tail on.
-func (b *beyondCounter) hours(ctx context.Context, st *sql.Stmt, c *anomalyCand, bs int, from, to, tail int64, n *int64) error {
-	rows, err := st.QueryContext(ctx, c.client, from, to, tail, c.thr)
+// hours tallies c's hourly rows in [from, to).
+func (b *beyondCounter) hours(ctx context.Context, st *sql.Stmt, c *anomalyCand, bs int, from, to int64, n *int64) error {
+	if from >= to {
+		return nil
+	}
+	rows, err := st.QueryContext(ctx, c.client, from, to, c.thr)
 	if err != nil {
 		return err
 	}
@@ -145,8 +148,7 @@ func (b *beyondCounter) count(ctx context.Context, c *anomalyCand) (int64, error
 	// The window's parts in time order: its first hours, its days, the
 	// hours after them (see rollupWindow; Anomalies plans no subtracted
 	// head).
-	noTail := int64(math.MaxInt64)
-	if err := b.hours(ctx, st.hours, c, bs, w.headFrom, w.headTo, noTail, &n); err != nil {
+	if err := b.hours(ctx, st.hours, c, bs, w.headFrom, w.headTo, &n); err != nil {
 		return 0, err
 	}
 	if w.dayTo > w.dayFrom {
@@ -178,12 +180,12 @@ func (b *beyondCounter) count(ctx context.Context, c *anomalyCand) (int64, error
 		}
 		rows.Close()
 		for _, u := range later {
-			if err := b.hours(ctx, st.hours, c, bs, u.day, min(u.day+86400, w.dayTo), noTail, &n); err != nil {
+			if err := b.hours(ctx, st.hours, c, bs, u.day, min(u.day+86400, w.dayTo), &n); err != nil {
 				return 0, err
 			}
 		}
 	}
-	if err := b.hours(ctx, st.hours, c, bs, w.tailFrom, w.tailFrom, w.tailFrom, &n); err != nil {
+	if err := b.hours(ctx, st.hours, c, bs, w.tailFrom, math.MaxInt64, &n); err != nil {
 		return 0, err
 	}
 	// The threshold's bucket, from raw rows: [lo, hi) in nanoseconds; the
