@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"database/sql"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,8 +124,31 @@ func TestLongExportWhileServing(t *testing.T) {
 	if err := exp.Start(); err != nil {
 		t.Fatal(err)
 	}
-	expDone := make(chan error, 1)
+	expDone, expStopped := make(chan error, 1), make(chan struct{})
 	go func() { expDone <- exp.Wait() }()
+	// The export's RSS, sampled while it runs (rusage's maxrss would
+	// include this test process's, inherited at the fork).
+	var peakRSS atomic.Int64
+	sampling := make(chan struct{})
+	go func() {
+		defer close(sampling)
+		for {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", exp.Process.Pid)); err == nil {
+				var kb int64
+				if i := strings.Index(string(b), "VmRSS:"); i >= 0 {
+					fmt.Sscan(string(b[i+len("VmRSS:"):]), &kb)
+				}
+				if kb<<10 > peakRSS.Load() {
+					peakRSS.Store(kb << 10)
+				}
+			}
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-expStopped:
+				return
+			}
+		}
+	}()
 	during := runLoad(t, d.NTPAddr, "-rate", "5000", "-duration", "5s", "-sources", "1000", "-personality", "mix")
 	// The export is still reading: the rows of the load must already be
 	// in the database, but for the last flush interval and transaction
@@ -137,10 +162,21 @@ func TestLongExportWhileServing(t *testing.T) {
 	if w := mid["ntpexp_store_rows_written_total"] - m0["ntpexp_store_rows_written_total"]; w < float64(during.Sent)-1.5*5000 {
 		t.Errorf("while the export ran, the store wrote %v rows of %d requests: the writer fell behind", w, during.Sent)
 	}
-	if err := <-expDone; err != nil {
+	err = <-expDone
+	close(expStopped)
+	<-sampling
+	if err != nil {
 		t.Fatalf("export: %v", err)
 	}
 	took := time.Since(started)
+	// Memory stays flat whatever the size: the export's peak RSS (its
+	// 64 MiB page cache and a little heap) is a small fraction of what it
+	// wrote.
+	st, _ := os.Stat(out)
+	maxRSS := peakRSS.Load()
+	if maxRSS == 0 || maxRSS > 128<<20 || maxRSS > st.Size()/4 {
+		t.Errorf("export of %d MiB peaked at %d MiB RSS", st.Size()>>20, maxRSS>>20)
+	}
 	time.Sleep(1500 * time.Millisecond) // one flush interval
 	m1 := d.metrics()
 	if during.Replies != during.Sent {
@@ -155,7 +191,6 @@ func TestLongExportWhileServing(t *testing.T) {
 	if w := m1["ntpexp_store_rows_written_total"] - m0["ntpexp_store_rows_written_total"]; w < float64(during.Sent) {
 		t.Errorf("store wrote %v rows during the export, %d requests were answered", w, during.Sent)
 	}
-	st, _ := os.Stat(out)
-	t.Logf("export of %d rows (%d MiB CSV) took %v; meanwhile %d/%d NTP requests answered, %v rows written, 0 store drops",
-		stored, st.Size()>>20, took.Round(time.Millisecond), during.Replies, during.Sent, m1["ntpexp_store_rows_written_total"]-m0["ntpexp_store_rows_written_total"])
+	t.Logf("export of %d rows (%d MiB CSV, peak RSS %d MiB) took %v; meanwhile %d/%d NTP requests answered, %v rows written, 0 store drops",
+		stored, st.Size()>>20, maxRSS>>20, took.Round(time.Millisecond), during.Replies, during.Sent, m1["ntpexp_store_rows_written_total"]-m0["ntpexp_store_rows_written_total"])
 }

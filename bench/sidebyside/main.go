@@ -151,9 +151,7 @@ func scaleRun(server, tmp string, n int) scaleResult {
 		cmd = exec.Command("chronyd", "-d", "-x", "-u", "root", "-f", conf)
 	case "ntpexp":
 		web = fmt.Sprintf("127.0.0.1:%d", freeTCP())
-		cmd = exec.Command(filepath.Join(*binDir, "ntpexp"), "serve", "--ntp.listen-address", addr, "--web.listen-address", web,
-			"--database.path", filepath.Join(dir, "ntpexp.db"), "--ntp.ratelimit.enabled=false", "--ntp.clock-sync", "assume-synchronized",
-			"--performance.max-cache-size", strconv.Itoa(n), "--monitoring.log-level", "warn")
+		cmd = ntpexpCmd(addr, web, dir, "--performance.max-cache-size", strconv.Itoa(n))
 	}
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	check(err)
@@ -219,6 +217,15 @@ func printScale(w io.Writer, n, c scaleResult) {
 	}
 }
 
+// ntpexpCmd is ntpexp serving NTP on addr and metrics on web, with its
+// database in dir, rate limiting off, and extra flags.
+func ntpexpCmd(addr, web, dir string, extra ...string) *exec.Cmd {
+	args := append([]string{"serve", "--ntp.listen-address", addr, "--web.listen-address", web,
+		"--database.path", filepath.Join(dir, "ntpexp.db"), "--ntp.ratelimit.enabled=false",
+		"--ntp.clock-sync", "assume-synchronized", "--monitoring.log-level", "warn"}, extra...)
+	return exec.Command(filepath.Join(*binDir, "ntpexp"), args...)
+}
+
 func measure(server, tmp string) result {
 	port := freePort()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -236,9 +243,7 @@ func measure(server, tmp string) result {
 		cmd = exec.Command("chronyd", "-d", "-x", "-u", "root", "-f", conf)
 	case "ntpexp", "ntpexp-metrics":
 		web = fmt.Sprintf("127.0.0.1:%d", freeTCP())
-		cmd = exec.Command(filepath.Join(*binDir, "ntpexp"), "serve", "--ntp.listen-address", addr, "--web.listen-address", web,
-			"--database.path", filepath.Join(dir, "ntpexp.db"), "--ntp.ratelimit.enabled=false", "--ntp.clock-sync", "assume-synchronized",
-			"--ntp.readers", strconv.Itoa(*readers), "--monitoring.log-level", "warn",
+		cmd = ntpexpCmd(addr, web, dir, "--ntp.readers", strconv.Itoa(*readers),
 			"--database.enabled="+strconv.FormatBool(server == "ntpexp"))
 	}
 	logf, err := os.Create(filepath.Join(dir, "server.log"))

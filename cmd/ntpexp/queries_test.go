@@ -427,3 +427,25 @@ func TestVacuumRefusedWhileWriting(t *testing.T) {
 		t.Errorf("db vacuum after the writer closed: exit %d: %s", code, stderr)
 	}
 }
+
+// TestBackupCommand: db backup writes a 0600 copy that the query commands
+// read like the original, and refuses to overwrite a file.
+func TestBackupCommand(t *testing.T) {
+	conf, _ := goldenConfig(t)
+	dst := filepath.Join(t.TempDir(), "copy.db")
+	_, stderr, code := runGolden(t, "--config", conf, "db", "backup", dst)
+	if code != 0 || !strings.Contains(stderr, "written to "+dst) {
+		t.Fatalf("db backup: exit %d: %s", code, stderr)
+	}
+	if st, err := os.Stat(dst); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("backup file: %v, %v", st, err)
+	}
+	want, _, _ := runGolden(t, "--config", conf, "stats", "--hours", "48", "--output", "json")
+	got, stderr, code := runGolden(t, "--database.path", dst, "stats", "--hours", "48", "--output", "json")
+	if code != 0 || got != want || len(want) < 100 {
+		t.Errorf("stats on the backup (exit %d, %s) differ from the original:\n%s\n---\n%s", code, stderr, got, want)
+	}
+	if _, stderr, code := runGolden(t, "--config", conf, "db", "backup", dst); code != exitUsage || !strings.Contains(stderr, "already exists") {
+		t.Errorf("db backup onto an existing file: exit %d: %s", code, stderr)
+	}
+}
