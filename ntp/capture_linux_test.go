@@ -56,6 +56,24 @@ func enterPrivateNetns(t *testing.T) {
 // TestCaptureMatchesServerMode runs ntpexp's own server mode as "the
 // daemon" in a private namespace and captures its traffic on lo: every
 // passive observation must agree with the server's own.
+// runCapture opens a capture with cfg for p and runs it; stop ends it
+// (Shutdown) and returns Run's error.
+func runCapture(t *testing.T, p *Passive, cfg CaptureConfig) (stop func() error) {
+	t.Helper()
+	capt := NewCapture(cfg, p, log.NewNopLogger())
+	if err := capt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- capt.Run(ctx) }()
+	return func() error {
+		cancel()
+		capt.Shutdown()
+		return <-done
+	}
+}
+
 func TestCaptureMatchesServerMode(t *testing.T) {
 	enterPrivateNetns(t)
 	srv, served := startServer(t, []string{"127.0.0.1:123", "[::1]:123"}, 1)
@@ -63,17 +81,9 @@ func TestCaptureMatchesServerMode(t *testing.T) {
 
 	seen := newCollector()
 	p := NewPassive(PassiveConfig{ReplyTimeout: 500 * time.Millisecond}, NewClientTable(100), seen)
-	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
-	if err := capt.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- capt.Run(ctx) }()
+	stop := runCapture(t, p, CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond})
 	defer func() {
-		cancel()
-		capt.Shutdown()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()
@@ -251,18 +261,8 @@ func TestCaptureVLANTagsInFrame(t *testing.T) {
 	enterPrivateNetns(t)
 	seen := newCollector()
 	p := NewPassive(PassiveConfig{ReplyTimeout: 300 * time.Millisecond}, NewClientTable(10), seen)
-	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
-	if err := capt.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- capt.Run(ctx) }()
-	defer func() {
-		cancel()
-		capt.Shutdown()
-		<-done
-	}()
+	stop := runCapture(t, p, CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond})
+	defer stop()
 
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -449,13 +449,7 @@ func TestCaptureOtherHostFrames(t *testing.T) {
 	to := &unix.SockaddrLinklayer{Ifindex: int(ifr.Uint32()), Halen: 6}
 	for _, mirror := range []bool{false, true} {
 		p := NewPassive(PassiveConfig{ReplyTimeout: time.Minute, Mirror: mirror}, NewClientTable(10), nil)
-		capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
-		if err := capt.Open(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- capt.Run(ctx) }()
+		stop := runCapture(t, p, CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond})
 		// buildFrame's destination MAC is 02:00:00:00:00:01, not lo's.
 		f := buildFrame(frameSpec{src: netip.MustParseAddrPort("192.0.2.10:40000"), dst: netip.MustParseAddrPort("192.0.2.1:123"),
 			payload: request(Header{Version: 4, Mode: ModeClient, Transmit: Timestamp(rand.Uint64())})})
@@ -469,9 +463,7 @@ func TestCaptureOtherHostFrames(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		cancel()
-		capt.Shutdown()
-		<-done
+		stop()
 		c := p.Counters()
 		// The sent copy is this host's own request either way.
 		if c.IgnoredOutgoingRequests != 1 {
@@ -507,18 +499,8 @@ func TestCaptureUnreadableRepliesAreGaps(t *testing.T) {
 		}
 	}
 	p := NewPassive(PassiveConfig{ReplyTimeout: 200 * time.Millisecond}, NewClientTable(10), nil)
-	capt := NewCapture(CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond}, p, log.NewNopLogger())
-	if err := capt.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- capt.Run(ctx) }()
-	defer func() {
-		cancel()
-		capt.Shutdown()
-		<-done
-	}()
+	stop := runCapture(t, p, CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond})
+	defer stop()
 	// exchange sends a request from a new socket to the daemon, which
 	// answers with size bytes (0: not at all), and waits until the
 	// request has been recorded one way or the other.
