@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,4 +58,43 @@ func TestAnomalyCountNearThreshold(t *testing.T) {
 	if got := counts(); got[KindOffset] != 2 || got[KindDelay] != 2 {
 		t.Errorf("after raw retention: counts %v, want offset 2, delay 2", got)
 	}
+}
+
+// TestDailyHistogramsThroughEmptyHours: a day whose first hours reveal no
+// offset or delay (empty histograms) and whose later hours do keeps a
+// known daily histogram, rolled hour by hour and merged with late rows.
+func TestDailyHistogramsThroughEmptyHours(t *testing.T) {
+	var now atomic.Int64
+	day := time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC)
+	now.Store(day.Add(30 * time.Minute).UnixNano())
+	cfg := testConfig(t)
+	cfg.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	cfg.FlushInterval = 5 * time.Millisecond
+	s := openStore(t, cfg)
+	db := rawDB(t, cfg.Path)
+	n := 0
+	write := func(at time.Time, m ntp.OffsetMethod, off time.Duration) {
+		t.Helper()
+		o := withOffset(obs(at, "192.0.2.9:123"), m, off, 3*time.Millisecond)
+		s.Observe(&o)
+		n++
+		waitFor(t, "row written", func() bool { return s.RowsWritten() == uint64(n) })
+	}
+	// Hours 0 and 1: no clock information; hour 2: offsets and delays.
+	for h, m := range []ntp.OffsetMethod{ntp.MethodNone, ntp.MethodNone, ntp.MethodExchange} {
+		now.Store(day.Add(time.Duration(h)*time.Hour + 30*time.Minute).UnixNano())
+		write(day.Add(time.Duration(h)*time.Hour+10*time.Minute), m, 70*time.Millisecond)
+	}
+	// Roll hours 0 to 2, then write late rows into hour 1: empty, then not.
+	now.Store(day.Add(3*time.Hour + 30*time.Minute).UnixNano())
+	waitFor(t, "hours rolled", func() bool {
+		return queryInt(t, db, "SELECT cutoff FROM retention WHERE name = 'client_days_to'") >= day.Add(3*time.Hour).Unix()
+	})
+	write(day.Add(time.Hour+20*time.Minute), ntp.MethodNone, 0)
+	write(day.Add(time.Hour+25*time.Minute), ntp.MethodApparent, -80*time.Millisecond)
+	closeStore(t, s)
+	if got := queryInt(t, db, "SELECT count(*) FROM client_days WHERE offset_hist IS NOT NULL AND length(offset_hist) > 0 AND length(delay_hist) > 0"); got != 1 {
+		t.Errorf("%d daily rows with known, non-empty histograms, want 1", got)
+	}
+	checkDailyRollups(t, db, true)
 }

@@ -33,7 +33,7 @@ const (
 )
 
 // daySet merges excluded (a client's rows of a day) into a client_days row.
-const daySet = `ON CONFLICT (day, client) DO UPDATE SET
+var daySet = `ON CONFLICT (day, client) DO UPDATE SET
 	requests = requests + excluded.requests, drops = drops + excluded.drops,
 	rate_limited = rate_limited + excluded.rate_limited, kod = kod + excluded.kod,
 	offset_count = offset_count + excluded.offset_count,
@@ -42,17 +42,17 @@ const daySet = `ON CONFLICT (day, client) DO UPDATE SET
 	delay_count = delay_count + excluded.delay_count,
 	delay_min_ns = min(coalesce(delay_min_ns, excluded.delay_min_ns), coalesce(excluded.delay_min_ns, delay_min_ns)),
 	delay_max_ns = max(coalesce(delay_max_ns, excluded.delay_max_ns), coalesce(excluded.delay_max_ns, delay_max_ns)),
-	offset_hist = ` + histMergeFunc + `(offset_hist, excluded.offset_hist),
-	delay_hist = ` + histMergeFunc + `(delay_hist, excluded.delay_hist)`
+	offset_hist = ` + mergeHists("offset_hist") + `,
+	delay_hist = ` + mergeHists("delay_hist")
 
 // sqlUpsertDay adds a transaction's late rows of one client and day.
-const sqlUpsertDay = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
+var sqlUpsertDay = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
 	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns, offset_hist, delay_hist)
 VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ` + daySet
 
 // sqlRollHour adds an hour's client_hours rows (?2) to their day (?1).
-const sqlRollHour = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
+var sqlRollHour = `INSERT INTO client_days (day, client, requests, drops, rate_limited, kod,
 	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns, offset_hist, delay_hist)
 SELECT ?1, client, requests, drops, rate_limited, kod,
 	offset_count, offset_min_ns, offset_max_ns, delay_count, delay_min_ns, delay_max_ns, offset_hist, delay_hist
@@ -63,19 +63,25 @@ FROM client_hours WHERE hour = ?2 ORDER BY client
 // writer's connection): NULL, an unknown histogram, stays NULL.
 const histMergeFunc = "ntpexp_hist_merge"
 
-// histMerge implements histMergeFunc. go-sqlite3 passes NULL as a nil
-// []byte and an empty blob as an empty one.
+// mergeHists is the SQL that merges column col of a client_days row with
+// the excluded row's: NULL (unknown) stays NULL, and the empty histogram
+// is handled here, since go-sqlite3 returns an empty blob from a Go
+// function as NULL, which would mark the day's histogram unknown.
+func mergeHists(col string) string {
+	return `CASE WHEN ` + col + ` IS NULL OR excluded.` + col + ` IS NULL THEN NULL
+		WHEN length(` + col + `) = 0 THEN excluded.` + col + `
+		WHEN length(excluded.` + col + `) = 0 THEN ` + col + `
+		ELSE ` + histMergeFunc + `(` + col + `, excluded.` + col + `) END`
+}
+
+// histMerge implements histMergeFunc for two non-empty histograms
+// (mergeHists handles NULL and empty ones). go-sqlite3 passes NULL as a
+// nil []byte.
 func histMerge(a, b any) (any, error) {
 	x, _ := a.([]byte)
 	y, _ := b.([]byte)
-	if x == nil || y == nil {
+	if len(x) == 0 || len(y) == 0 {
 		return nil, nil
-	}
-	if len(x) == 0 {
-		return y, nil
-	}
-	if len(y) == 0 {
-		return x, nil
 	}
 	m := sparseCounts{}
 	if err := mergeSparse(m, x); err != nil {
