@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/mattn/go-sqlite3"
 	"golang.org/x/sys/unix"
@@ -232,10 +233,28 @@ func createFile(path string) (bool, error) {
 type writerLock struct{ f *os.File }
 
 func lockWriter(path string) (*writerLock, error) {
+	// One lock per database file, however it is named.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	name := path + ".lock"
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("database lock file %s: %w (the database directory must be writable by the user ntpexp runs as)", name, err)
+	}
+	if os.Geteuid() == 0 {
+		// As SQLite does for the -wal and -shm files: root's lock file
+		// belongs to the database's owner, so that the service (another
+		// user) can still open it read-write.
+		owner := filepath.Dir(path)
+		if _, err := os.Stat(path); err == nil {
+			owner = path
+		}
+		if st, err := os.Stat(owner); err == nil {
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+				f.Chown(int(sys.Uid), int(sys.Gid))
+			}
+		}
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		holder := ""

@@ -11,6 +11,11 @@ extern int sqlite3_bind_null(sqlite3_stmt*, int);
 extern int sqlite3_bind_blob(sqlite3_stmt*, int, const void*, int, void (*)(void*));
 extern int sqlite3_step(sqlite3_stmt*);
 extern int sqlite3_reset(sqlite3_stmt*);
+extern int sqlite3_clear_bindings(sqlite3_stmt*);
+typedef struct sqlite3 sqlite3;
+extern sqlite3* sqlite3_db_handle(sqlite3_stmt*);
+extern int sqlite3_extended_errcode(sqlite3*);
+extern const char* sqlite3_errmsg(sqlite3*);
 
 #define OBS_COLS 31
 #define COL_CLIENT 1
@@ -28,7 +33,7 @@ typedef struct {
 
 // insert_rows binds and steps stmt (sqlInsertObservation) once per row.
 // It returns 0, or the failing SQLite result code with *done set to the
-// rows inserted before it; the statement is left reset.
+// rows inserted before it; the statement is left reset, without bindings.
 static int insert_rows(sqlite3_stmt* st, const obs_row* rows, int n, int* done) {
 	for (int i = 0; i < n; i++) {
 		const obs_row* r = &rows[i];
@@ -57,10 +62,14 @@ static int insert_rows(sqlite3_stmt* st, const obs_row* rows, int n, int* done) 
 		}
 		if (rc != 0) {
 			*done = i;
+			sqlite3_clear_bindings(st);
 			return rc;
 		}
 	}
 	*done = n;
+	// The blobs were bound without a copy: leave no pointer into Go
+	// memory behind.
+	sqlite3_clear_bindings(st);
 	return 0;
 }
 */
@@ -69,6 +78,7 @@ import "C"
 import (
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"unsafe"
@@ -188,7 +198,11 @@ func (b *rowBinder) flush(st *rawStmt) error {
 	rc := C.insert_rows(st, &b.rows[0], C.int(len(b.rows)), &done)
 	b.rows = b.rows[:0]
 	if rc != 0 {
-		return sqlite3.Error{Code: sqlite3.ErrNo(rc & 0xff), ExtendedCode: sqlite3.ErrNoExtended(rc)}
+		// As go-sqlite3 reports errors: the codes of the connection's
+		// last error, with its message.
+		db := C.sqlite3_db_handle(st)
+		e := sqlite3.Error{Code: sqlite3.ErrNo(rc & 0xff), ExtendedCode: sqlite3.ErrNoExtended(C.sqlite3_extended_errcode(db))}
+		return fmt.Errorf("insert observation: %w: %s", e, C.GoString(C.sqlite3_errmsg(db)))
 	}
 	return nil
 }

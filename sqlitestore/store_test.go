@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,4 +227,30 @@ func TestOneWriterPerDatabase(t *testing.T) {
 	closeStore(t, s)
 	s2 := openStore(t, cfg)
 	closeStore(t, s2)
+}
+
+// TestLockFileOwnedByDatabaseOwner: root (an operator's db vacuum) leaves
+// the lock file to the database's owner, so the service, running as
+// that user, can still take the lock.
+func TestLockFileOwnedByDatabaseOwner(t *testing.T) {
+	peers.RequireRoot(t, "create files as root for another user")
+	cfg := testConfig(t)
+	dir := filepath.Dir(cfg.Path)
+	const uid, gid = 65534, 65534
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, openStore(t, cfg))
+	if err := os.Chown(cfg.Path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(cfg.Path + ".lock")
+	closeStore(t, openStore(t, cfg)) // as root
+	st, err := os.Stat(cfg.Path + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != uid || sys.Gid != gid {
+		t.Errorf("lock file owned by %d:%d, want the database's %d:%d", sys.Uid, sys.Gid, uid, gid)
+	}
 }

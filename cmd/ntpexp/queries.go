@@ -263,6 +263,22 @@ type output struct {
 }
 
 func createOutput(name string) (*output, error) {
+	// Through a symbolic link (even one whose target does not exist
+	// yet): replace its target, not the link.
+	for range 40 {
+		st, err := os.Lstat(name)
+		if err != nil || st.Mode()&os.ModeSymlink == 0 {
+			break
+		}
+		to, err := os.Readlink(name)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(filepath.Dir(name), to)
+		}
+		name = to
+	}
 	if st, err := os.Stat(name); err == nil && !st.Mode().IsRegular() {
 		f, err := os.OpenFile(name, os.O_WRONLY, 0)
 		if err != nil {
@@ -283,9 +299,13 @@ func createOutput(name string) (*output, error) {
 
 func (o *output) commit() error {
 	o.done = true
-	err := o.f.Close()
 	if o.tmp == "" {
-		return err
+		return o.f.Close()
+	}
+	// On disk before it has the name: complete even after a power cut.
+	err := o.f.Sync()
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(o.tmp, o.name)

@@ -320,6 +320,23 @@ func TestExportToFile(t *testing.T) {
 		t.Errorf("export file mode %v, want 0600", st.Mode().Perm())
 	}
 
+	// Through a symbolic link, the target is replaced, not the link.
+	target := filepath.Join(t.TempDir(), "target.csv")
+	link := filepath.Join(dir, "link.csv")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runGolden(t, "--config", conf, "export", "--format", "csv", "-o", link); code != 0 {
+		t.Fatalf("export -o link: exit %d: %s", code, stderr)
+	}
+	if got, err := os.ReadFile(target); err != nil || string(got) != want {
+		t.Errorf("export through a link: target holds %d bytes (%v), want %d", len(got), err, len(want))
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("export replaced the link itself: %v %v", st, err)
+	}
+	os.Remove(link)
+
 	// The store refuses this prefix after the file is opened.
 	failed := filepath.Join(dir, "failed.csv")
 	if _, stderr, code := runGolden(t, "--config", conf, "export", "--client-ip", "::ffff:192.0.2.0/64", "-o", failed); code != exitUsage {

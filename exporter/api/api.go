@@ -300,6 +300,7 @@ func (h *handler) export(w http.ResponseWriter, r *http.Request) {
 	n, err := h.r.Export(r.Context(), opts, fw, func(int64) { fw.flush() })
 	if err != nil {
 		if !fw.wrote {
+			w.Header().Del("Content-Disposition")
 			h.queryError(w, r, err)
 			return
 		}
