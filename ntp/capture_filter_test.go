@@ -111,27 +111,7 @@ func TestCaptureFilterAndDecode(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			link := LinkEthernet
-			if tc.spec.raw {
-				link = LinkRawIP
-			}
-			raw, err := CaptureFilter(link)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prog, ok := bpf.Disassemble(raw)
-			if !ok {
-				t.Fatal("filter does not disassemble")
-			}
-			vm, err := bpf.NewVM(prog)
-			if err != nil {
-				t.Fatal(err)
-			}
-			frame := buildFrame(tc.spec)
-			n, err := vm.Run(frame)
-			if err != nil {
-				t.Fatal(err)
-			}
+			link, frame, n := runFilter(t, tc.spec)
 			if pass := n > 0; pass != tc.pass {
 				t.Fatalf("filter passed=%v, want %v", pass, tc.pass)
 			}
@@ -150,6 +130,33 @@ func TestCaptureFilterAndDecode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runFilter builds spec's frame and runs the capture filter of its link
+// type on it in x/net/bpf's virtual machine, returning the bytes it keeps.
+func runFilter(t *testing.T, spec frameSpec) (link LinkType, frame []byte, n int) {
+	t.Helper()
+	link = LinkEthernet
+	if spec.raw {
+		link = LinkRawIP
+	}
+	raw, err := CaptureFilter(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, ok := bpf.Disassemble(raw)
+	if !ok {
+		t.Fatal("filter does not disassemble")
+	}
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame = buildFrame(spec)
+	if n, err = vm.Run(frame); err != nil {
+		t.Fatal(err)
+	}
+	return link, frame, n
 }
 
 // TestCaptureFilterFragments: first fragments of NTP datagrams pass the
@@ -179,24 +186,7 @@ func TestCaptureFilterFragments(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			link := LinkEthernet
-			if tc.spec.raw {
-				link = LinkRawIP
-			}
-			raw, err := CaptureFilter(link)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prog, _ := bpf.Disassemble(raw)
-			vm, err := bpf.NewVM(prog)
-			if err != nil {
-				t.Fatal(err)
-			}
-			frame := buildFrame(tc.spec)
-			n, err := vm.Run(frame)
-			if err != nil {
-				t.Fatal(err)
-			}
+			link, frame, n := runFilter(t, tc.spec)
 			if pass := n > 0; pass != tc.pass {
 				t.Fatalf("filter passed=%v, want %v", pass, tc.pass)
 			}

@@ -56,6 +56,22 @@ func enterPrivateNetns(t *testing.T) {
 // TestCaptureMatchesServerMode runs ntpexp's own server mode as "the
 // daemon" in a private namespace and captures its traffic on lo: every
 // passive observation must agree with the server's own.
+// loInjector returns a packet socket, closed when the test ends, and the
+// address that sends frames on lo with it.
+func loInjector(t *testing.T) (int, *unix.SockaddrLinklayer) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	ifr, _ := unix.NewIfreq("lo")
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		t.Fatal(err)
+	}
+	return fd, &unix.SockaddrLinklayer{Ifindex: int(ifr.Uint32()), Halen: 6}
+}
+
 // runCapture opens a capture with cfg for p and runs it; stop ends it
 // (Shutdown) and returns Run's error.
 func runCapture(t *testing.T, p *Passive, cfg CaptureConfig) (stop func() error) {
@@ -264,16 +280,7 @@ func TestCaptureVLANTagsInFrame(t *testing.T) {
 	stop := runCapture(t, p, CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond})
 	defer stop()
 
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	ifr, _ := unix.NewIfreq("lo")
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
-		t.Fatal(err)
-	}
-	to := &unix.SockaddrLinklayer{Ifindex: int(ifr.Uint32()), Halen: 6}
+	fd, to := loInjector(t)
 	client := netip.MustParseAddrPort("127.0.0.2:40000")
 	server := netip.MustParseAddrPort("127.0.0.1:123")
 	t2 := TimestampFromTime(time.Now())
@@ -437,16 +444,7 @@ func TestCaptureDropWarningRateLimited(t *testing.T) {
 // on a mirror port.
 func TestCaptureOtherHostFrames(t *testing.T) {
 	enterPrivateNetns(t)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	ifr, _ := unix.NewIfreq("lo")
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
-		t.Fatal(err)
-	}
-	to := &unix.SockaddrLinklayer{Ifindex: int(ifr.Uint32()), Halen: 6}
+	fd, to := loInjector(t)
 	for _, mirror := range []bool{false, true} {
 		p := NewPassive(PassiveConfig{ReplyTimeout: time.Minute, Mirror: mirror}, NewClientTable(10), nil)
 		stop := runCapture(t, p, CaptureConfig{Interfaces: []string{"lo"}, Sweep: 20 * time.Millisecond})

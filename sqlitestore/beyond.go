@@ -152,8 +152,7 @@ func (b *beyondCounter) count(ctx context.Context, c *anomalyCand) (int64, error
 		return 0, err
 	}
 	if w.dayTo > w.dayFrom {
-		type unknown struct{ day int64 }
-		var later []unknown
+		var unknown []int64 // days without histograms
 		rows, err := st.days.QueryContext(ctx, c.client, w.dayFrom, w.dayTo, c.thr)
 		if err != nil {
 			return 0, err
@@ -166,7 +165,7 @@ func (b *beyondCounter) count(ctx context.Context, c *anomalyCand) (int64, error
 				return 0, err
 			}
 			if blob == nil { // unknown: the day's hours instead
-				later = append(later, unknown{day})
+				unknown = append(unknown, day)
 				continue
 			}
 			if err := b.tally(blob, bs, day, min(day+86400, w.dayTo), &n); err != nil {
@@ -179,8 +178,8 @@ func (b *beyondCounter) count(ctx context.Context, c *anomalyCand) (int64, error
 			return 0, err
 		}
 		rows.Close()
-		for _, u := range later {
-			if err := b.hours(ctx, st.hours, c, bs, u.day, min(u.day+86400, w.dayTo), &n); err != nil {
+		for _, day := range unknown {
+			if err := b.hours(ctx, st.hours, c, bs, day, min(day+86400, w.dayTo), &n); err != nil {
 				return 0, err
 			}
 		}

@@ -222,32 +222,7 @@ func checkQueriesMatchReference(t *testing.T, r *Reader) {
 // [from, to), merged, as the writer keeps them.
 func setDailyHists(t *testing.T, db *sql.DB, from, to int64) {
 	t.Helper()
-	rows, err := db.Query(`SELECT hour - (hour % 86400 + 86400) % 86400, client, offset_hist, delay_hist
-		FROM client_hours WHERE hour >= ? AND hour < ?`, from, to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type key struct {
-		day    int64
-		client string
-	}
-	m := map[key][2]sparseCounts{}
-	for rows.Next() {
-		var day int64
-		var client, off, delay []byte
-		if err := rows.Scan(&day, &client, &off, &delay); err != nil {
-			t.Fatal(err)
-		}
-		k := key{day, string(client)}
-		h, ok := m[k]
-		if !ok {
-			h = [2]sparseCounts{{}, {}}
-			m[k] = h
-		}
-		mergeSparse(h[0], off)
-		mergeSparse(h[1], delay)
-	}
-	rows.Close()
+	m := hourHistsByDay(t, db, from, to)
 	for k, h := range m {
 		off, _ := h[0].appendEncoded([]byte{}, nil)
 		delay, _ := h[1].appendEncoded([]byte{}, nil)

@@ -303,49 +303,66 @@ var unknownDayHistsOK bool
 // [from, to), merged.
 func checkDailyHists(t *testing.T, db *sql.DB, from, to int64) {
 	t.Helper()
-	hists := func(q string, args ...any) map[string][2]sparseCounts {
-		rows, err := db.Query(q, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		m := map[string][2]sparseCounts{}
-		for rows.Next() {
-			var day int64
-			var client, off, delay []byte
-			if err := rows.Scan(&day, &client, &off, &delay); err != nil {
-				t.Fatal(err)
-			}
-			k := fmt.Sprintf("%d %x", day, client)
-			h, ok := m[k]
-			if !ok {
-				h = [2]sparseCounts{{}, {}}
-				m[k] = h
-			}
-			if err := mergeSparse(h[0], off); err != nil {
-				t.Fatal(err)
-			}
-			if err := mergeSparse(h[1], delay); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
 	if !unknownDayHistsOK {
 		if n := queryInt(t, db, `SELECT count(*) FROM client_days WHERE offset_hist IS NULL OR delay_hist IS NULL`); n != 0 {
 			t.Errorf("%d daily rows without histograms in a database written by this build", n)
 		}
 	}
-	days := hists(`SELECT day, client, offset_hist, delay_hist FROM client_days WHERE offset_hist IS NOT NULL`)
-	hours := hists(`SELECT hour / 86400 * 86400, client, offset_hist, delay_hist FROM client_hours WHERE hour >= ? AND hour < ?`, from, to)
+	days := dayHists(t, db, `SELECT day, client, offset_hist, delay_hist FROM client_days WHERE offset_hist IS NOT NULL`)
+	hours := hourHistsByDay(t, db, from, to)
 	for k, got := range days {
 		if want := hours[k]; !reflect.DeepEqual(got, want) {
-			t.Errorf("daily histograms %s:\n got %v\nwant %v (hourly histograms of [%d, %d))", k, got, want, from, to)
+			t.Errorf("daily histograms %d %x:\n got %v\nwant %v (hourly histograms of [%d, %d))", k.day, k.client, got, want, from, to)
 		}
 	}
+}
+
+// dayClient keys a client's rollups of one day.
+type dayClient struct {
+	day    int64
+	client string
+}
+
+// dayHists merges the offset and delay histograms of q's rows (day,
+// client, offset_hist, delay_hist) per day and client.
+func dayHists(t *testing.T, db *sql.DB, q string, args ...any) map[dayClient][2]sparseCounts {
+	t.Helper()
+	rows, err := db.Query(q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	m := map[dayClient][2]sparseCounts{}
+	for rows.Next() {
+		var day int64
+		var client, off, delay []byte
+		if err := rows.Scan(&day, &client, &off, &delay); err != nil {
+			t.Fatal(err)
+		}
+		k := dayClient{day, string(client)}
+		h, ok := m[k]
+		if !ok {
+			h = [2]sparseCounts{{}, {}}
+			m[k] = h
+		}
+		if err := mergeSparse(h[0], off); err != nil {
+			t.Fatal(err)
+		}
+		if err := mergeSparse(h[1], delay); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// hourHistsByDay is the hourly histograms of the hours in [from, to),
+// merged per day and client: what a daily row's histograms must be.
+func hourHistsByDay(t *testing.T, db *sql.DB, from, to int64) map[dayClient][2]sparseCounts {
+	return dayHists(t, db, `SELECT hour - (hour % 86400 + 86400) % 86400, client, offset_hist, delay_hist
+		FROM client_hours WHERE hour >= ? AND hour < ?`, from, to)
 }
 
 // TestDailyRollupsRollForward moves the clock on while writing: rows of
