@@ -78,7 +78,7 @@ type clientTracker struct {
 	total    atomic.Int64
 }
 
-func newClientTracker(maxClients, maxWatched int, minIdle time.Duration, watch []netip.Prefix) *clientTracker {
+func newClientTracker(maxClients, maxWatched int, minIdle time.Duration, watch []netip.Prefix, nativeFactor float64) *clientTracker {
 	t := &clientTracker{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ntpexp_client_requests_total",
@@ -90,7 +90,7 @@ func newClientTracker(maxClients, maxWatched int, minIdle time.Duration, watch [
 			Help: "Client clock offset (client minus server) per client; full-exchange offsets once " +
 				"the client has produced one, apparent offsets (including one-way delay) before.",
 			Buckets:                         clientOffsetBuckets,
-			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramBucketFactor:     nativeFactor,
 			NativeHistogramMaxBucketNumber:  nativeMaxBucketsPerClient,
 			NativeHistogramMinResetDuration: nativeMinResetDuration,
 		}, []string{"client"}),
@@ -98,7 +98,7 @@ func newClientTracker(maxClients, maxWatched int, minIdle time.Duration, watch [
 			Name:                            "ntpexp_client_round_trip_delay_seconds",
 			Help:                            "Round-trip delay of full NTP exchanges per client.",
 			Buckets:                         clientDelayBuckets,
-			NativeHistogramBucketFactor:     nativeBucketFactor,
+			NativeHistogramBucketFactor:     nativeFactor,
 			NativeHistogramMaxBucketNumber:  nativeMaxBucketsPerClient,
 			NativeHistogramMinResetDuration: nativeMinResetDuration,
 		}, []string{"client"}),

@@ -111,7 +111,7 @@ func TestWatchedClientsBounded(t *testing.T) {
 }
 
 func TestLRUOrder(t *testing.T) {
-	tr := newClientTracker(3, 0, -1, nil)
+	tr := newClientTracker(3, 0, -1, nil, 0)
 	addr := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, i}) }
 	for i := range byte(3) {
 		tr.get(addr(i), 0)
@@ -168,7 +168,7 @@ func TestClientAdmission(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := newClientTracker(2, 0, idle, nil)
+			tr := newClientTracker(2, 0, idle, nil, 0)
 			for i, s := range tc.steps {
 				if got := tr.get(addr(s.c), at(s.at)) != nil; got != s.want {
 					t.Errorf("step %d: client %d at %v has series = %v, want %v", i, s.c, s.at, got, s.want)

@@ -261,7 +261,7 @@ func labelValue(m *dto.Metric, name string) string {
 
 func TestOffsetHistogram(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := NewMetrics(reg, nil, MetricsConfig{})
+	m := NewMetrics(reg, nil, MetricsConfig{NativeHistograms: true})
 	for _, tc := range []struct {
 		method ntp.OffsetMethod
 		impl   ntp.Implementation
@@ -360,6 +360,54 @@ func TestOffsetHistogram(t *testing.T) {
 	}
 	if len(h.GetNegativeSpan()) == 0 || len(h.GetPositiveSpan()) == 0 {
 		t.Errorf("native histogram lacks negative or positive spans: %v", h)
+	}
+}
+
+// TestNativeHistogramsOption: native histograms are kept only when asked
+// for, on the aggregate and the per-client histograms alike; the classic
+// buckets are there either way.
+func TestNativeHistogramsOption(t *testing.T) {
+	hists := []string{"ntpexp_client_offset_seconds", "ntpexp_client_delay_seconds", "ntpexp_processing_seconds",
+		"ntpexp_client_clock_offset_seconds", "ntpexp_client_round_trip_delay_seconds"}
+	for _, native := range []bool{false, true} {
+		t.Run(fmt.Sprintf("native=%v", native), func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			m := NewMetrics(reg, nil, MetricsConfig{NativeHistograms: native})
+			for _, off := range []time.Duration{-3 * time.Millisecond, 20 * time.Millisecond} {
+				o := ntp.Observation{Client: netip.MustParseAddrPort("192.0.2.7:123"), Received: time.Unix(1700000000, 0),
+					Length: 48, ReplyLength: 48, Version: 4, Mode: 3, Method: ntp.MethodExchange, Implementation: ntp.ImplNTPd,
+					Offset: off, Delay: 5 * time.Millisecond, Processing: 20 * time.Microsecond}
+				m.Observe(&o)
+			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := map[string]bool{}
+			for _, mf := range mfs {
+				if !slices.Contains(hists, mf.GetName()) {
+					continue
+				}
+				for _, mm := range mf.GetMetric() {
+					h := mm.GetHistogram()
+					if h.GetSampleCount() == 0 {
+						continue
+					}
+					found[mf.GetName()] = true
+					if len(h.GetBucket()) == 0 {
+						t.Errorf("%s: no classic buckets", mf.GetName())
+					}
+					if got := h.Schema != nil; got != native {
+						t.Errorf("%s: native histogram %v, want %v", mf.GetName(), got, native)
+					}
+				}
+			}
+			for _, name := range hists {
+				if !found[name] {
+					t.Errorf("%s: no observations gathered", name)
+				}
+			}
+		})
 	}
 }
 

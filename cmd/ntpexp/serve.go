@@ -157,7 +157,7 @@ func (s *ServeCmd) Run(c *Config, e *env) error {
 			return err
 		}
 	}
-	metrics := exporter.NewMetrics(reg, stats, exporter.MetricsConfig{MaxClients: maxClients, Watch: watch})
+	metrics := exporter.NewMetrics(reg, stats, exporter.MetricsConfig{MaxClients: maxClients, Watch: watch, NativeHistograms: c.Metrics.NativeHistograms})
 	var consumer ntp.Consumer = metrics
 	if store != nil {
 		sm := exporter.RegisterStore(reg, store)
