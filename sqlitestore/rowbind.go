@@ -215,7 +215,7 @@ func (w *writer) insertRowsC(h *rawStmt, batch []ntp.Observation) error {
 	for _, ci := range w.order {
 		c := &w.clientAggs[ci]
 		for i := c.head; i >= 0; i = w.rowNext[i] {
-			b.add(&batch[i], c.blob.([]byte))
+			b.add(&batch[i], c.key)
 			if !b.full() {
 				continue
 			}

@@ -158,12 +158,14 @@ type writer struct {
 	rollups rollupCache
 
 	// Bind buffers, reused.
-	obsArgs, clientArgs, hourArgs, totalArgs, dayArgs, keyArgs, oneArg []driver.NamedValue
-	binder                                                             *rowBinder
-	dest                                                               []driver.Value
-	offP, delayP, tallyP                                               countPairs
-	blob                                                               []byte
-	dataVersion                                                        int64
+	obsArgs, keyArgs, oneArg []driver.NamedValue
+	binder                   *rowBinder
+	ps                       params
+	keys                     []byte // the clients' stored addresses (clientAgg.key)
+	dest                     []driver.Value
+	offP, delayP, tallyP     countPairs
+	blob                     []byte
+	dataVersion              int64
 
 	lastFlush time.Time
 	lastTx    time.Time // when the last transaction started
@@ -192,8 +194,7 @@ type hourRef struct {
 
 type clientAgg struct {
 	client       netip.Addr
-	key          []byte // the stored form of client
-	blob         any    // key, boxed once per transaction
+	key          []byte // the stored form of client, in writer.keys
 	head, tail   int32  // the client's rows, chained by rowNext
 	first, last  int64
 	requests     int64
@@ -254,23 +255,19 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 	n := max(s.cfg.BatchSize, s.cfg.maxTxRows)
 	n = min(n, s.cfg.QueueSize)
 	w := &writer{
-		s:          s,
-		batch:      make([]ntp.Observation, n),
-		next:       make([]int32, n),
-		rowNext:    make([]int32, n),
-		clients:    make(map[netip.Addr]int32),
-		hourIdx:    make(map[hourRef]int32),
-		dayIdx:     make(map[hourRef]int32),
-		rollups:    newRollupCache(s.cfg.rollupCacheRows),
-		obsArgs:    namedValues(31),
-		binder:     newRowBinder(),
-		clientArgs: namedValues(22),
-		hourArgs:   namedValues(20),
-		totalArgs:  namedValues(15),
-		dayArgs:    namedValues(14),
-		keyArgs:    namedValues(2),
-		oneArg:     namedValues(1),
-		dest:       make([]driver.Value, 18),
+		s:       s,
+		batch:   make([]ntp.Observation, n),
+		next:    make([]int32, n),
+		rowNext: make([]int32, n),
+		clients: make(map[netip.Addr]int32),
+		hourIdx: make(map[hourRef]int32),
+		dayIdx:  make(map[hourRef]int32),
+		rollups: newRollupCache(s.cfg.rollupCacheRows),
+		obsArgs: namedValues(31),
+		binder:  newRowBinder(),
+		keyArgs: namedValues(2),
+		oneArg:  namedValues(1),
+		dest:    make([]driver.Value, 18),
 	}
 	if err := w.loadDays(ctx); err != nil {
 		return nil, err
@@ -579,6 +576,8 @@ func boolInt(b bool) int64 {
 // for one transaction.
 type stmts struct {
 	insObs, upClient, selHour, hourHasRows, upHour, selTotals, upTotals, upDay, dataVersion driver.Stmt
+	// C handles of the upserts (nil: the driver path), see params.
+	hUpClient, hUpHour, hUpTotals, hUpDay *rawStmt
 }
 
 func prepareStmts(c driver.Conn) (*stmts, error) {
@@ -605,6 +604,7 @@ func prepareStmts(c driver.Conn) (*stmts, error) {
 		st.close()
 		return nil, err
 	}
+	st.hUpClient, st.hUpHour, st.hUpTotals, st.hUpDay = handleOf(st.upClient), handleOf(st.upHour), handleOf(st.upTotals), handleOf(st.upDay)
 	return st, nil
 }
 
@@ -728,13 +728,13 @@ func (w *writer) writeTx(c driver.Conn, batch []ntp.Observation) error {
 	if err := w.insertRows(st.insObs, batch); err != nil {
 		return err
 	}
-	if err := w.upsertClients(st.upClient, batch); err != nil {
+	if err := w.upsertClients(st, batch); err != nil {
 		return err
 	}
 	if err := w.upsertHours(st, batch); err != nil {
 		return err
 	}
-	if err := w.upsertDays(st.upDay); err != nil {
+	if err := w.upsertDays(st); err != nil {
 		return err
 	}
 	if f := w.s.cfg.beforeCommit; f != nil {
@@ -773,7 +773,7 @@ func (w *writer) insertRows(ins driver.Stmt, batch []ntp.Observation) error {
 				local, localValue, first = la, addrValue(la), false
 			}
 			a[0].Value = o.Received.UnixNano()
-			a[1].Value = c.blob
+			a[1].Value = c.key
 			a[2].Value = int64(o.Client.Port())
 			a[3].Value = localValue
 			a[4].Value = int64(o.Local.Port())
@@ -811,38 +811,46 @@ func (w *writer) insertRows(ins driver.Stmt, batch []ntp.Observation) error {
 	return nil
 }
 
-func (w *writer) upsertClients(up driver.Stmt, batch []ntp.Observation) error {
-	a := w.clientArgs
+func (w *writer) upsertClients(st *stmts, batch []ntp.Observation) error {
+	a := &w.ps
 	for _, ci := range w.order {
 		c := &w.clientAggs[ci]
 		n := &batch[c.newest]
-		a[0].Value = c.blob
-		a[1].Value = c.first
-		a[2].Value = c.last
-		a[3].Value = c.requests
-		a[4].Value = c.drops
-		a[5].Value = int64(n.Version)
-		a[6].Value = int64(n.Mode)
-		a[7].Value = int64(n.Poll)
-		a[8].Value = int64(n.Implementation)
-		a[9].Value = addrValue(n.Local.Addr())
-		a[10].Value, a[11].Value, a[12].Value = nil, int64(0), nil
+		a.key(c.key)
+		a.int(c.first)
+		a.int(c.last)
+		a.int(c.requests)
+		a.int(c.drops)
+		a.int(int64(n.Version))
+		a.int(int64(n.Mode))
+		a.int(int64(n.Poll))
+		a.int(int64(n.Implementation))
+		a.addr(n.Local.Addr())
 		if c.newestOffset >= 0 {
 			o := &batch[c.newestOffset]
-			a[10].Value, a[11].Value, a[12].Value = int64(o.Offset), int64(o.Method), c.offsetAt
+			a.int(int64(o.Offset))
+			a.int(int64(o.Method))
+			a.int(c.offsetAt)
+		} else {
+			a.null()
+			a.int(0)
+			a.null()
 		}
-		a[13].Value, a[14].Value = nil, nil
 		if c.newestDelay >= 0 {
-			a[13].Value, a[14].Value = int64(batch[c.newestDelay].Delay), c.delayAt
+			a.int(int64(batch[c.newestDelay].Delay))
+			a.int(c.delayAt)
+		} else {
+			a.null()
+			a.null()
 		}
-		a[15].Value = nullInt(c.offMin, c.newestOffset >= 0)
-		a[16].Value = nullInt(c.offMax, c.newestOffset >= 0)
-		a[17].Value = nullInt(c.delayMax, c.newestDelay >= 0)
-		a[18].Value = c.offCount
-		a[19].Value = c.delayCount
-		a[20].Value = c.rateLimited
-		a[21].Value = c.kod
-		if err := execStmt(up, a); err != nil {
+		a.nullInt(c.offMin, c.newestOffset >= 0)
+		a.nullInt(c.offMax, c.newestOffset >= 0)
+		a.nullInt(c.delayMax, c.newestDelay >= 0)
+		a.int(c.offCount)
+		a.int(c.delayCount)
+		a.int(c.rateLimited)
+		a.int(c.kod)
+		if err := a.exec(st.upClient, st.hUpClient); err != nil {
 			return err
 		}
 	}
@@ -853,12 +861,12 @@ func (w *writer) upsertClients(up driver.Stmt, batch []ntp.Observation) error {
 // touch, in the cache, and writes every touched row whole.
 func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
 	rc := &w.rollups
-	a := w.hourArgs
+	a := &w.ps
 	for i := range w.hourAggs {
 		h := &w.hourAggs[i]
 		ca := &w.clientAggs[h.client]
 		key := hourKey{hour: h.hour, client: ca.client}
-		row, isNew, err := w.rollupRow(st, key, ca.blob)
+		row, isNew, err := w.rollupRow(st, key, ca.key)
 		if err != nil {
 			return err
 		}
@@ -882,33 +890,27 @@ func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
 		tot.addRow(row, isNew)
 		rc.touch(key.hour)
 
-		a[0].Value = h.hour
-		a[1].Value = ca.blob
-		a[2].Value = row.requests
-		a[3].Value = row.drops
-		a[4].Value = row.rateLimited
-		a[5].Value = row.kod
-		a[6].Value = row.offCount
-		a[7].Value = nullInt(row.offMin, row.offCount > 0)
-		a[8].Value = nullInt(row.offMax, row.offCount > 0)
-		a[9].Value = nil
-		if row.offCount > 0 {
-			a[9].Value = row.offSum
-		}
-		a[10].Value = row.delayCount
-		a[11].Value = nullInt(row.delayMin, row.delayCount > 0)
-		a[12].Value = nullInt(row.delayMax, row.delayCount > 0)
-		a[13].Value = nil
-		if row.delayCount > 0 {
-			a[13].Value = row.delaySum
-		}
-		a[14].Value = row.offHist()
-		a[15].Value = row.delayHist()
-		a[16].Value = row.tallies()
-		a[17].Value = row.versions
-		a[18].Value = row.impls
-		a[19].Value = row.methods
-		if err := execStmt(st.upHour, a); err != nil {
+		a.int(h.hour)
+		a.key(ca.key)
+		a.int(row.requests)
+		a.int(row.drops)
+		a.int(row.rateLimited)
+		a.int(row.kod)
+		a.int(row.offCount)
+		a.nullInt(row.offMin, row.offCount > 0)
+		a.nullInt(row.offMax, row.offCount > 0)
+		a.nullFloat(row.offSum, row.offCount > 0)
+		a.int(row.delayCount)
+		a.nullInt(row.delayMin, row.delayCount > 0)
+		a.nullInt(row.delayMax, row.delayCount > 0)
+		a.nullFloat(row.delaySum, row.delayCount > 0)
+		a.blob(row.offHist())
+		a.blob(row.delayHist())
+		a.blob(row.tallies())
+		a.int(row.versions)
+		a.int(row.impls)
+		a.int(row.methods)
+		if err := a.exec(st.upHour, st.hUpHour); err != nil {
 			return err
 		}
 	}
@@ -917,25 +919,27 @@ func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
 
 // upsertDays adds the transaction's rows to the client_days rows they
 // belong to.
-func (w *writer) upsertDays(up driver.Stmt) error {
-	a := w.dayArgs
+func (w *writer) upsertDays(st *stmts) error {
+	a := &w.ps
 	for i := range w.dayAggs {
 		d := &w.dayAggs[i]
-		a[0].Value = d.day
-		a[1].Value = w.clientAggs[d.client].blob
-		a[2].Value = d.requests
-		a[3].Value = d.drops
-		a[4].Value = d.rateLimited
-		a[5].Value = d.kod
-		a[6].Value = d.offCount
-		a[7].Value = nullInt(d.offMin, d.offCount > 0)
-		a[8].Value = nullInt(d.offMax, d.offCount > 0)
-		a[9].Value = d.delayCount
-		a[10].Value = nullInt(d.delayMin, d.delayCount > 0)
-		a[11].Value = nullInt(d.delayMax, d.delayCount > 0)
-		a[12].Value = d.offHist.appendEncoded([]byte{})
-		a[13].Value = d.delayHist.appendEncoded([]byte{})
-		if err := execStmt(up, a); err != nil {
+		a.int(d.day)
+		a.key(w.clientAggs[d.client].key)
+		a.int(d.requests)
+		a.int(d.drops)
+		a.int(d.rateLimited)
+		a.int(d.kod)
+		a.int(d.offCount)
+		a.nullInt(d.offMin, d.offCount > 0)
+		a.nullInt(d.offMax, d.offCount > 0)
+		a.int(d.delayCount)
+		a.nullInt(d.delayMin, d.delayCount > 0)
+		a.nullInt(d.delayMax, d.delayCount > 0)
+		w.blob = d.offHist.appendEncoded(w.blob[:0])
+		a.blob(w.blob)
+		w.blob = d.delayHist.appendEncoded(w.blob[:0])
+		a.blob(w.blob)
+		if err := a.exec(st.upDay, st.hUpDay); err != nil {
 			return err
 		}
 	}
@@ -965,36 +969,31 @@ func (w *writer) hourTotals(st *stmts, hour int64) (*hourTotals, error) {
 
 // writeTotals writes the hours rows the transaction changed.
 func (w *writer) writeTotals(st *stmts) error {
-	a := w.totalArgs
+	a := &w.ps
 	for hour, t := range w.rollups.totals {
 		if !t.dirty {
 			continue
 		}
 		t.dirty = false
-		a[0].Value = hour
-		a[1].Value = t.clients
-		a[2].Value = t.requests
-		a[3].Value = t.drops
-		a[4].Value = t.offCount
-		a[5].Value = nullInt(t.offMin, t.offCount > 0)
-		a[6].Value = nullInt(t.offMax, t.offCount > 0)
-		a[7].Value = nullInt(t.absLo, t.hasAbs)
-		a[8].Value = nullInt(t.absHi, t.hasAbs)
-		a[9].Value = t.delayCount
-		a[10].Value = nullInt(t.delayMin, t.delayCount > 0)
-		a[11].Value = nullInt(t.delayMax, t.delayCount > 0)
+		a.int(hour)
+		a.int(t.clients)
+		a.int(t.requests)
+		a.int(t.drops)
+		a.int(t.offCount)
+		a.nullInt(t.offMin, t.offCount > 0)
+		a.nullInt(t.offMax, t.offCount > 0)
+		a.nullInt(t.absLo, t.hasAbs)
+		a.nullInt(t.absHi, t.hasAbs)
+		a.int(t.delayCount)
+		a.nullInt(t.delayMin, t.delayCount > 0)
+		a.nullInt(t.delayMax, t.delayCount > 0)
 		w.blob = t.offHist.appendEncoded(w.blob[:0])
-		n1 := len(w.blob)
-		w.blob = t.delayHist.appendEncoded(w.blob)
-		n2 := len(w.blob)
-		w.blob = t.tallies.appendEncoded(w.blob)
-		if w.blob == nil {
-			w.blob = []byte{}
-		}
-		a[12].Value = w.blob[:n1:n1]
-		a[13].Value = w.blob[n1:n2:n2]
-		a[14].Value = w.blob[n2:]
-		if err := execStmt(st.upTotals, a); err != nil {
+		a.blob(w.blob)
+		w.blob = t.delayHist.appendEncoded(w.blob[:0])
+		a.blob(w.blob)
+		w.blob = t.tallies.appendEncoded(w.blob[:0])
+		a.blob(w.blob)
+		if err := a.exec(st.upTotals, st.hUpTotals); err != nil {
 			return err
 		}
 	}
@@ -1004,7 +1003,7 @@ func (w *writer) writeTotals(st *stmts) error {
 // rollupRow returns the cached rollup row of key, reading it from the
 // database when the cache cannot tell whether it exists, and whether the
 // row is new (not stored yet).
-func (w *writer) rollupRow(st *stmts, key hourKey, blob any) (*hourState, bool, error) {
+func (w *writer) rollupRow(st *stmts, key hourKey, blob []byte) (*hourState, bool, error) {
 	rc := &w.rollups
 	if row := rc.rows[key]; row != nil {
 		return row, false, nil
@@ -1049,7 +1048,6 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 	clear(w.clients)
 	clear(w.hourIdx)
 	clear(w.dayIdx)
-	clear(w.clientAggs) // drop the boxed blobs
 	w.clientAggs = w.clientAggs[:0]
 	w.hourAggs = w.hourAggs[:0]
 	w.dayAggs = w.dayAggs[:0]
@@ -1062,12 +1060,7 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 		if !ok {
 			ci = int32(len(w.clientAggs))
 			w.clients[addr] = ci
-			key := addrBlob(addr)
-			var blob any
-			if key != nil {
-				blob = key
-			}
-			w.clientAggs = append(w.clientAggs, clientAgg{client: addr, key: key, blob: blob,
+			w.clientAggs = append(w.clientAggs, clientAgg{client: addr,
 				head: int32(i), tail: int32(i),
 				first: t, last: t, newest: int32(i), newestOffset: -1, newestDelay: -1})
 		} else {
@@ -1140,6 +1133,20 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 	}
 
 	n := len(w.clientAggs)
+	// The stored addresses, in one buffer grown once: no allocation per
+	// client (the invalid address keeps a nil key, as addrBlob's).
+	w.keys = slices.Grow(w.keys[:0], 16*n)
+	for i := range w.clientAggs {
+		c := &w.clientAggs[i]
+		c.key = nil
+		if c.client.IsValid() {
+			var b [16]byte
+			k := putAddr(&b, c.client)
+			start := len(w.keys)
+			w.keys = append(w.keys, b[:k]...)
+			c.key = w.keys[start:len(w.keys):len(w.keys)]
+		}
+	}
 	w.order = w.order[:0]
 	for i := 0; i < n; i++ {
 		w.order = append(w.order, int32(i))
