@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,17 +76,22 @@ func main() {
 	// ntpexp-metrics is ntpexp with its store off (--database.enabled=false):
 	// the packet path and metrics alone, to show what the store costs.
 	servers := []string{"udpecho", "chronyd", "ntpexp", "ntpexp-metrics"}
+	var perRound []map[string]result
 	for r := 0; r < *rounds; r++ {
+		round := map[string]result{}
 		for _, s := range servers {
 			res := measure(s, tmp)
-			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f replies/s  T3-T2 p50 %6.1fµs p99 %7.1fµs\n", r+1, s,
-				res.Load.RepliesPerSec, res.Load.Processing.P50*1e6, res.Load.Processing.P99*1e6)
+			fmt.Fprintf(os.Stderr, "round %d %-14s %8.0f replies/s  T3-T2 p50 %6.1fµs p99 %7.1fµs  CPU %5.2fµs/reply\n", r+1, s,
+				res.Load.RepliesPerSec, res.Load.Processing.P50*1e6, res.Load.Processing.P99*1e6, res.ServerCPUPerRq*1e6)
 			if b, ok := best[s]; !ok || res.Load.RepliesPerSec > b.Load.RepliesPerSec {
 				best[s] = res
 			}
+			round[s] = res
 		}
+		perRound = append(perRound, round)
 	}
 	print(os.Stdout, best)
+	printRounds(os.Stdout, perRound)
 	if *scale > 0 {
 		n, c := scaleRun("ntpexp", tmp, *scale), scaleRun("chronyd", tmp, *scale)
 		printScale(os.Stdout, n, c)
@@ -370,6 +376,35 @@ func sumPrefix(m map[string]float64, prefix string) float64 {
 		}
 	}
 	return s
+}
+
+// printRounds prints, for ntpexp and ntpexp-metrics, the median over the
+// rounds of each round's ratio to chronyd: both measured minutes apart at
+// most, so a steadier comparison on a shared machine than the best rounds
+// of the table, which may come from different rounds.
+func printRounds(w io.Writer, rounds []map[string]result) {
+	median := func(v []float64) float64 {
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	fmt.Fprintf(w, "\nratios to chronyd in the same round, median of %d rounds:\n", len(rounds))
+	for _, s := range []string{"udpecho", "ntpexp", "ntpexp-metrics"} {
+		var rate, cpu []float64
+		for _, r := range rounds {
+			c, x := r["chronyd"], r[s]
+			if c.Load.RepliesPerSec > 0 && c.ServerCPUPerRq > 0 {
+				rate = append(rate, x.Load.RepliesPerSec/c.Load.RepliesPerSec)
+				cpu = append(cpu, x.ServerCPUPerRq/c.ServerCPUPerRq)
+			}
+		}
+		if len(rate) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %-14s replies/s %.2f×, CPU per reply %.2f×\n", s, median(rate), median(cpu))
+	}
 }
 
 func print(w io.Writer, best map[string]result) {

@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ntpexp/ntpexp/e2e/peers"
+)
+
+// TestSideBySideBench runs `make bench`'s side-by-side comparison briefly,
+// with the real chronyd, so that the benchmark a person reruns keeps
+// working and keeps its table: every server answers, ntpexp's store
+// writes a row per request without queue drops, and the whole process
+// allocates well under one object per request (1.1 before the writer's
+// upserts went through the C API; about 0.07 now at saturation, mostly the
+// one scrape). It asserts nothing about speed: the figures of a run on a
+// shared machine are in docs/performance.md.
+func TestSideBySideBench(t *testing.T) {
+	peers.Require(t, "chronyd")
+	peers.RequireRoot(t, "run chronyd as a server (sidebyside starts it with -u root)")
+	bin := filepath.Dir(ntpexpBin)
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "udpecho"), "../bench/udpecho").CombinedOutput(); err != nil {
+		t.Fatalf("building udpecho: %v: %s", err, out)
+	}
+	js := filepath.Join(t.TempDir(), "bench.json")
+	cmd := exec.Command("go", "run", "../bench/sidebyside", "-bin", bin, "-duration", "2s", "-rounds", "1", "-json", js)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sidebyside: %v\n%s", err, out)
+	}
+	text := string(out)
+	t.Logf("\n%s", text)
+	for _, want := range []string{"server  replies/s  vs chronyd  vs echo", "udpecho", "chronyd", "ntpexp-metrics",
+		"ntpexp processing time vs chronyd", "ntpexp store:", "ratios to chronyd in the same round, median of 1 rounds"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res map[string]struct {
+		Load struct {
+			Sent, Replies, Mismatched, Invalid uint64
+			RepliesPerSec                      float64 `json:"replies_per_second"`
+		} `json:"load"`
+		RowsWritten  float64 `json:"rows_written"`
+		Requests     float64 `json:"requests"`
+		QueueDrops   float64 `json:"queue_drops"`
+		AllocsPerReq float64 `json:"allocs_per_request"`
+		CPUPerReq    float64 `json:"server_cpu_seconds_per_request"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"udpecho", "chronyd", "ntpexp", "ntpexp-metrics"} {
+		r, ok := res[s]
+		switch {
+		case !ok:
+			t.Errorf("%s: no result", s)
+		case r.Load.Replies == 0 || r.Load.Replies < r.Load.Sent*9/10:
+			t.Errorf("%s: %d replies for %d requests", s, r.Load.Replies, r.Load.Sent)
+		case r.Load.Mismatched+r.Load.Invalid > 0:
+			t.Errorf("%s: %d mismatched, %d invalid replies", s, r.Load.Mismatched, r.Load.Invalid)
+		case s != "udpecho" && r.CPUPerReq <= 0:
+			t.Errorf("%s: no CPU per reply measured", s)
+		}
+	}
+	n := res["ntpexp"]
+	if n.Requests == 0 || n.RowsWritten != n.Requests || n.QueueDrops != 0 {
+		t.Errorf("ntpexp store: %.0f rows for %.0f requests, %.0f queue drops", n.RowsWritten, n.Requests, n.QueueDrops)
+	}
+	if n.AllocsPerReq <= 0 || n.AllocsPerReq >= 0.5 {
+		t.Errorf("ntpexp: %.3f allocations per request over the load, want more than 0 (measured) and under 0.5", n.AllocsPerReq)
+	}
+}
