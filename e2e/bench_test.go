@@ -15,10 +15,12 @@ import (
 // with the real chronyd, so that the benchmark a person reruns keeps
 // working and keeps its table: every server answers, ntpexp's store
 // writes a row per request without queue drops, and the whole process
-// allocates well under one object per request (1.1 before the writer's
-// upserts went through the C API; about 0.07 now at saturation, mostly the
-// one scrape). It asserts nothing about speed: the figures of a run on a
-// shared machine are in docs/performance.md.
+// allocates far less than one object per request (1.1 before the writer's
+// upserts went through the C API). What it does allocate during the load
+// is mostly one scrape of /metrics, about 30,000 allocations with the
+// load's 256 per-client series, whatever the number of requests. It
+// asserts nothing about speed: the figures of a run on a shared machine
+// are in docs/performance.md.
 func TestSideBySideBench(t *testing.T) {
 	peers.Require(t, "chronyd")
 	peers.RequireRoot(t, "run chronyd as a server (sidebyside starts it with -u root)")
@@ -75,7 +77,12 @@ func TestSideBySideBench(t *testing.T) {
 	if n.Requests == 0 || n.RowsWritten != n.Requests || n.QueueDrops != 0 {
 		t.Errorf("ntpexp store: %.0f rows for %.0f requests, %.0f queue drops", n.RowsWritten, n.Requests, n.QueueDrops)
 	}
-	if n.AllocsPerReq <= 0 || n.AllocsPerReq >= 0.5 {
-		t.Errorf("ntpexp: %.3f allocations per request over the load, want more than 0 (measured) and under 0.5", n.AllocsPerReq)
+	// allocs_per_request is over the measured load, whose requests are
+	// about the load's replies (Requests also counts the warm-up).
+	load := float64(n.Load.Replies)
+	allocs := n.AllocsPerReq * load
+	if bound := 60000 + 0.1*load; n.AllocsPerReq <= 0 || allocs > bound {
+		t.Errorf("ntpexp: %.0f allocations over the load (%.3f per request for %.0f requests), want more than 0 (measured) and at most %.0f (two scrapes and 0.1 per request)",
+			allocs, n.AllocsPerReq, load, bound)
 	}
 }

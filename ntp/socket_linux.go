@@ -117,10 +117,11 @@ func (b *recvBatch[N]) init(batch int) {
 	}
 }
 
-// recvmmsg resets the headers and reads up to a batch from fd. flags must
-// include MSG_DONTWAIT: the call must not block, because it is made as a raw
-// system call (see send).
+// recvmmsg resets the headers and reads up to a batch from fd. It always
+// adds MSG_DONTWAIT to flags: the call must not block, because it is made as
+// a raw system call (see send).
 func (b *recvBatch[N]) recvmmsg(fd uintptr, flags int) (int, unix.Errno) {
+	flags |= unix.MSG_DONTWAIT
 	for i := range b.msgs {
 		h := &b.msgs[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))

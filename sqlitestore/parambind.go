@@ -11,6 +11,7 @@ extern int sqlite3_bind_blob(sqlite3_stmt*, int, const void*, int, void (*)(void
 extern int sqlite3_step(sqlite3_stmt*);
 extern int sqlite3_reset(sqlite3_stmt*);
 extern int sqlite3_clear_bindings(sqlite3_stmt*);
+extern int sqlite3_bind_parameter_count(sqlite3_stmt*);
 typedef struct sqlite3 sqlite3;
 extern sqlite3* sqlite3_db_handle(sqlite3_stmt*);
 extern int sqlite3_extended_errcode(sqlite3*);
@@ -30,9 +31,12 @@ static const char empty_blob[1];
 
 // exec_params binds n parameters to stmt, steps it once (it must return
 // no row) and resets it. It returns 0 or the SQLite result code (-1: the
-// statement returned a row). The statement is left without bindings, so
+// statement returned a row; -2: n is not the statement's parameter count). The statement is left without bindings, so
 // no pointer into the arena stays behind.
 static int exec_params(sqlite3_stmt* st, const param* p, int n, const uint8_t* arena) {
+	if (sqlite3_bind_parameter_count(st) != n) {
+		return -2; // a parameter left unbound would be NULL
+	}
 	int rc = 0;
 	for (int c = 0; c < n && rc == 0; c++) {
 		switch (p[c].kind) {
@@ -167,6 +171,8 @@ func (ps *params) exec(st driver.Stmt, h *rawStmt) error {
 	switch {
 	case rc == -1:
 		return errors.New("sqlitestore: write statement returned a row")
+	case rc == -2:
+		return fmt.Errorf("sqlitestore: %d parameters for a statement with %d", len(ps.p), C.sqlite3_bind_parameter_count(h))
 	case rc != 0:
 		db := C.sqlite3_db_handle(h)
 		e := sqlite3.Error{Code: sqlite3.ErrNo(rc & 0xff), ExtendedCode: sqlite3.ErrNoExtended(C.sqlite3_extended_errcode(db))}

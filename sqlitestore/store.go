@@ -169,6 +169,13 @@ func (s *Store) Path() string { return s.path }
 // the address mode, without blocking and without allocating. When the
 // queue is full, or the store is closed, it counts a drop instead.
 func (s *Store) Observe(o *ntp.Observation) {
+	if !o.Client.Addr().IsValid() {
+		// No client address (none comes from a socket or a capture): the
+		// row could never be stored, and its batch would be retried for
+		// ever behind the NOT NULL client key.
+		s.rowsDropped.Add(1)
+		return
+	}
 	s.mu.Lock()
 	if s.closed || s.count == len(s.ring) {
 		s.mu.Unlock()
@@ -236,7 +243,7 @@ func (s *Store) QueueCapacity() int { return len(s.ring) }
 func (s *Store) RowsWritten() uint64 { return s.rowsWritten.Load() }
 
 // RowsDropped returns how many observations were not written: queue full,
-// store closed, or abandoned when Close gave up.
+// store closed, abandoned when Close gave up, or without a client address.
 func (s *Store) RowsDropped() uint64 { return s.rowsDropped.Load() }
 
 // WriteErrors returns how many batch writes failed other than by lock

@@ -129,13 +129,13 @@ func TestConfigPrecedence(t *testing.T) {
 
 func TestNewSettingsEverywhere(t *testing.T) {
 	path, _ := writeConfig(t, `{"ntp": {"listen_address": ["127.0.0.1:1123", "[::1]:1123"], "ratelimit": {"enabled": false, "burst": 16}, "stratum": 3, "refid": "GPS"},
-		"metrics": {"max_clients": 10, "watch": ["192.0.2.0/24"]}, "web": {"listen_address": ["127.0.0.1:19999"]}}`)
+		"metrics": {"max_clients": 10, "watch": ["192.0.2.0/24"], "native_histograms": true}, "web": {"listen_address": ["127.0.0.1:19999"]}}`)
 	c, stderr, code := effective(t, "--config", path)
 	if code != 0 {
 		t.Fatalf("%d %s", code, stderr)
 	}
 	if c.NTP.RateLimit.Enabled || c.NTP.RateLimit.Burst != 16 || c.NTP.Stratum != 3 || c.NTP.RefID != "GPS" ||
-		len(c.NTP.ListenAddress) != 2 || c.Metrics.MaxClients != 10 || c.Metrics.Watch[0] != "192.0.2.0/24" {
+		len(c.NTP.ListenAddress) != 2 || c.Metrics.MaxClients != 10 || c.Metrics.Watch[0] != "192.0.2.0/24" || !c.Metrics.NativeHistograms {
 		t.Fatalf("%+v", c)
 	}
 	// --ntp.ratelimit.enabled=false from the command line.
@@ -143,8 +143,13 @@ func TestNewSettingsEverywhere(t *testing.T) {
 	if c.NTP.RateLimit.Enabled {
 		t.Fatal("--ntp.ratelimit.enabled=false ignored")
 	}
+	// The command line overrides the file.
+	c, _, _ = effective(t, "--config", path, "--metrics.native-histograms=false")
+	if c.Metrics.NativeHistograms {
+		t.Fatal("--metrics.native-histograms=false did not override the file")
+	}
 	c, _, _ = effective(t)
-	if !c.NTP.RateLimit.Enabled || c.Performance.MaxCacheSize != 10000 || c.Metrics.MaxClients != 256 {
+	if !c.NTP.RateLimit.Enabled || c.Performance.MaxCacheSize != 10000 || c.Metrics.MaxClients != 256 || c.Metrics.NativeHistograms {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -158,7 +163,7 @@ func TestHelpIsComplete(t *testing.T) {
 		"--monitoring.ntp-port", "--monitoring.log-level", "--monitoring.log-file", "--performance.max-cache-size",
 		"--performance.cleanup-interval", "--performance.retention-days", "--ntp.listen-address", "--ntp.ratelimit.enabled",
 		"--ntp.ratelimit.interval", "--ntp.ratelimit.burst", "--ntp.ratelimit.leak", "--ntp.ratelimit.kod", "--ntp.stratum",
-		"--ntp.refid", "--metrics.max-clients", "--metrics.watch", "--web.listen-address", "--web.config.file",
+		"--ntp.refid", "--metrics.max-clients", "--metrics.watch", "--metrics.native-histograms", "--web.listen-address", "--web.config.file",
 		"--web.telemetry-path", "--debug", "serve", "list", "detail", "stats", "anomalies", "export", "check-config", "version"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %s", want)
