@@ -64,6 +64,8 @@ type daemonOpts struct {
 	NTPAddr string // default 127.0.0.1:<free>
 	Netns   *peers.Netns
 	Args    []string
+	// Env is added to the test's environment.
+	Env []string
 	// NoWait skips waiting for readiness.
 	NoWait bool
 }
@@ -106,6 +108,9 @@ func startDaemon(t testing.TB, o daemonOpts) *daemon {
 	} else {
 		cmd = exec.Command(ntpexpBin, args...)
 		d.WebAddr = web
+	}
+	if len(o.Env) > 0 {
+		cmd.Env = append(os.Environ(), o.Env...)
 	}
 	d.Proc = peers.StartProc(t, "ntpexp", dir, cmd)
 	if !o.NoWait {
