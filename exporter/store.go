@@ -44,8 +44,8 @@ type StoreMetrics struct {
 	now           func() time.Time
 }
 
-// ObserveFlush records a committed batch that took d to write (begin to
-// commit). Call it only for successful commits; failures are counted by
+// ObserveFlush records a committed batch that took d of work to write
+// (begin to commit, without the writer's pacing pauses). Call it only for successful commits; failures are counted by
 // StoreStats.WriteErrors. It is safe for concurrent use and does not
 // allocate.
 func (m *StoreMetrics) ObserveFlush(d time.Duration) {
@@ -68,7 +68,7 @@ func RegisterStore(reg prometheus.Registerer, s StoreStats) *StoreMetrics {
 	m := &StoreMetrics{
 		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:                            "ntpexp_store_flush_duration_seconds",
-			Help:                            "Time to write one batch of observations to the store, begin to commit.",
+			Help:                            "Time the store worked on one batch of observations, begin to commit, without the pauses it takes while keeping up.",
 			Buckets:                         []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 			NativeHistogramBucketFactor:     nativeBucketFactor,
 			NativeHistogramMaxBucketNumber:  nativeMaxBuckets,

@@ -73,6 +73,8 @@ type Config struct {
 	beforeCommit    func() error // fails a transaction after all its writes
 	maxTxRows       int
 	txGap           time.Duration // between transaction starts; negative: none
+	paceDuty        float64       // see pacer; 0: default, negative: no pacing
+	paceSleep       func(time.Duration)
 	rollupCacheRows int
 	cleanupChunk    int
 	retryMin        time.Duration

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -125,12 +126,20 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 type flushRecorder struct {
 	mu   sync.Mutex
 	rows []int
+	took []time.Duration
 }
 
 func (f *flushRecorder) ObserveFlush(d time.Duration, rows int) {
 	f.mu.Lock()
 	f.rows = append(f.rows, rows)
+	f.took = append(f.took, d)
 	f.mu.Unlock()
+}
+
+func (f *flushRecorder) durations() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Duration(nil), f.took...)
 }
 
 func (f *flushRecorder) batches() []int {
@@ -172,6 +181,9 @@ func (b *syncBuffer) String() string {
 type netipAddr = netip.Addr
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// clientAddr is the i-th of up to 65,536 test clients, "10.0.x.y:123".
+func clientAddr(i int) string { return fmt.Sprintf("10.0.%d.%d:123", i>>8&255, i&255) }
 
 // rollDays runs the writer's daily rollup steps until they are up to date.
 func (s *Store) rollDays(ctx context.Context) error {

@@ -222,6 +222,7 @@ func (w *writer) insertRowsC(h *rawStmt, batch []ntp.Observation) error {
 			if err := b.flush(h); err != nil {
 				return err
 			}
+			w.pace.step()
 			if n++; n&3 == 0 {
 				if err := w.ctx.Err(); err != nil {
 					return err

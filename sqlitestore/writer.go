@@ -156,6 +156,7 @@ type writer struct {
 	rank             []int32 // a clientAggs index's position in order
 
 	rollups rollupCache
+	pace    pacer
 
 	// Bind buffers, reused.
 	obsArgs, keyArgs, oneArg []driver.NamedValue
@@ -283,6 +284,7 @@ func newWriter(ctx context.Context, s *Store) (*writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.pace = newPacer(s.cfg, s.QueueLength)
 	w.ctx, w.end = context.WithCancel(context.Background())
 	now := time.Now()
 	w.lastFlush = now
@@ -311,6 +313,7 @@ func (w *writer) run() {
 		select {
 		case <-s.stop:
 			stopping = true
+			w.pace.off = true
 		default:
 		}
 		select {
@@ -437,7 +440,8 @@ func (w *writer) flush(all bool) bool {
 	w.lastTx = start
 	err := w.write(w.batch[:w.pending])
 	if err == nil {
-		d := time.Since(start)
+		// The work, not the pauses between its pieces.
+		d := time.Since(start) - w.pace.paused
 		s.rowsWritten.Add(uint64(w.pending))
 		if fo := s.cfg.FlushObserver; fo != nil {
 			fo.ObserveFlush(d, w.pending)
@@ -685,6 +689,7 @@ func (w *writer) withConn(ctx context.Context, f func(c driver.Conn) error) erro
 // connection directly: binding reused driver.NamedValues skips
 // database/sql's per-statement argument conversion and bookkeeping.
 func (w *writer) write(batch []ntp.Observation) error {
+	w.pace.begin()
 	w.aggregate(batch)
 	err := w.withConn(w.ctx, func(c driver.Conn) error { return w.writeTx(c, batch) })
 	if err != nil {
@@ -767,6 +772,9 @@ func (w *writer) insertRows(ins driver.Stmt, batch []ntp.Observation) error {
 					return err
 				}
 			}
+			if n&255 == 0 {
+				w.pace.step()
+			}
 			o := &batch[i]
 			// Rows mostly share the server address.
 			if la := o.Local.Addr(); la != local || first {
@@ -813,7 +821,10 @@ func (w *writer) insertRows(ins driver.Stmt, batch []ntp.Observation) error {
 
 func (w *writer) upsertClients(st *stmts, batch []ntp.Observation) error {
 	a := &w.ps
-	for _, ci := range w.order {
+	for k, ci := range w.order {
+		if k&63 == 63 {
+			w.pace.step()
+		}
 		c := &w.clientAggs[ci]
 		n := &batch[c.newest]
 		a.key(c.key)
@@ -863,6 +874,9 @@ func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
 	rc := &w.rollups
 	a := &w.ps
 	for i := range w.hourAggs {
+		if i&63 == 63 {
+			w.pace.step()
+		}
 		h := &w.hourAggs[i]
 		ca := &w.clientAggs[h.client]
 		key := hourKey{hour: h.hour, client: ca.client}
@@ -922,6 +936,9 @@ func (w *writer) upsertHours(st *stmts, batch []ntp.Observation) error {
 func (w *writer) upsertDays(st *stmts) error {
 	a := &w.ps
 	for i := range w.dayAggs {
+		if i&63 == 63 {
+			w.pace.step()
+		}
 		d := &w.dayAggs[i]
 		a.int(d.day)
 		a.key(w.clientAggs[d.client].key)
@@ -1052,6 +1069,9 @@ func (w *writer) aggregate(batch []ntp.Observation) {
 	w.hourAggs = w.hourAggs[:0]
 	w.dayAggs = w.dayAggs[:0]
 	for i := range batch {
+		if i&1023 == 1023 {
+			w.pace.step()
+		}
 		o := &batch[i]
 		t := o.Received.UnixNano()
 		addr := o.Client.Addr()
