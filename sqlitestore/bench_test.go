@@ -344,9 +344,9 @@ func BenchmarkIngestSustained(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		cfg := testConfig(b)
 		cfg.Now = fixedNow // the rows' time: they are current, as a server's are
+		cfg.paceDuty = -1  // as fast as the writer takes rows
 		if idx := os.Getenv("INGEST_DROP_INDEX"); idx != "" {
-			cfg.paceDuty = -1 // as fast as the writer takes rows
-		s, err := Open(context.Background(), cfg, nil)
+			s, err := Open(context.Background(), cfg, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -191,6 +191,7 @@ type worker struct {
 	clients []client
 	pending map[uint64]pend // Transmit → request in flight
 	cur     int             // client index being built
+	next    int             // the client to send the next request
 
 	sent, replies, mismatched, invalid, kod uint64
 	rtt, proc                               []time.Duration
@@ -403,24 +404,14 @@ func (w *worker) closedLoop(ctx context.Context, o options) {
 		rbufs[i] = make([]byte, 2048)
 		rmsgs[i].Buffers = [][]byte{rbufs[i]}
 	}
-	next := 0
 	for ctx.Err() == nil {
 		// Send a window from the next clients in turn.
 		for i := 0; i < depth; i++ {
-			c := &w.clients[next]
-			w.cur = next
-			next = (next + 1) % len(w.clients)
-			w.build(bufs[i][:o.payload], c, o.version)
-			msgs[i].OOB = setSource(oobs[i], c.src)
+			w.fill(&msgs[i], oobs[i], o.version)
 		}
-		for sent := 0; sent < depth; {
-			n, err := w.conn.WriteBatch(msgs[sent:depth], 0)
-			if err != nil {
-				return
-			}
-			sent += n
+		if w.send(msgs[:depth]) != nil {
+			return
 		}
-		w.sent += uint64(depth)
 		deadline := time.Now().Add(o.timeout)
 		w.raw.SetReadDeadline(deadline)
 		// The window's replies are read even when the run has just
@@ -495,7 +486,6 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64, seed uin
 		}
 		return time.Duration(rng.ExpFloat64() * mean)
 	}
-	next := 0
 	start := time.Now()
 	due := start.Add(gap())
 	lastPurge := start
@@ -510,23 +500,12 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64, seed uin
 		n := 0
 		mu.Lock()
 		for n < batch && due.Sub(now) <= 20*time.Microsecond {
-			c := &w.clients[next]
-			w.cur = next
-			next = (next + 1) % len(w.clients)
-			w.build(msgs[n].Buffers[0], c, o.version)
-			msgs[n].OOB = setSource(oobs[n], c.src)
+			w.fill(&msgs[n], oobs[n], o.version)
 			n++
 			due = due.Add(gap())
 		}
 		mu.Unlock()
-		for sent := 0; sent < n; {
-			k, err := w.conn.WriteBatch(msgs[sent:n], 0)
-			if err != nil {
-				break
-			}
-			sent += k
-		}
-		w.sent += uint64(n)
+		w.send(msgs[:n])
 		// A worker that cannot keep up does not save up a burst: what
 		// it could not send 100 ms ago is not offered (sent tells).
 		if late := now.Sub(due); late > 100*time.Millisecond {
@@ -548,6 +527,29 @@ func (w *worker) openLoop(ctx context.Context, o options, rate float64, seed uin
 	time.Sleep(200 * time.Millisecond)
 	w.raw.SetReadDeadline(time.Now())
 	<-done
+}
+
+// fill builds the next client's request into m, its source address
+// into m's control message oob.
+func (w *worker) fill(m *ipv4.Message, oob []byte, version int) {
+	c := &w.clients[w.next]
+	w.cur = w.next
+	w.next = (w.next + 1) % len(w.clients)
+	w.build(m.Buffers[0], c, version)
+	m.OOB = setSource(oob, c.src)
+}
+
+// send sends msgs with sendmmsg and counts them.
+func (w *worker) send(msgs []ipv4.Message) error {
+	for sent := 0; sent < len(msgs); {
+		n, err := w.conn.WriteBatch(msgs[sent:], 0)
+		if err != nil {
+			return err
+		}
+		sent += n
+	}
+	w.sent += uint64(len(msgs))
+	return nil
 }
 
 // newOOBs makes n IP_PKTINFO control messages to fill in per packet.

@@ -3,74 +3,19 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/ntpexp/ntpexp/e2e/peers"
 )
 
 // Every test's goroutines, the load generator's and the responders', end
-// with it.
+// with it. The responder is the tests' minimal NTP server (e2e/peers).
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// responder is a minimal NTP server for the load generator's own tests:
-// mode 4, stratum 2, Origin = the request's Transmit, Receive and Transmit
-// from the clock with procDelay between them. It counts the requests by
-// source address and notes each one's Origin and Receive fields.
-type responder struct {
-	conn      *net.UDPConn
-	procDelay time.Duration
-	mu        sync.Mutex
-	sources   map[netip.Addr]int
-	requests  [][]byte
-	done      chan struct{}
-}
-
-func newResponder(t *testing.T, procDelay time.Duration) *responder {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &responder{conn: c, procDelay: procDelay, sources: map[netip.Addr]int{}, done: make(chan struct{})}
-	go r.serve()
-	t.Cleanup(func() {
-		c.Close()
-		<-r.done
-	})
-	return r
-}
-
-func (r *responder) serve() {
-	defer close(r.done)
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := r.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		rx := ntpNow(time.Now())
-		if n < headerLen {
-			continue
-		}
-		req := append([]byte(nil), buf[:n]...)
-		r.mu.Lock()
-		r.sources[from.Addr()]++
-		r.requests = append(r.requests, req)
-		r.mu.Unlock()
-		reply := make([]byte, headerLen)
-		reply[0] = req[0]&0x38 | 4
-		reply[1] = 2
-		copy(reply[24:32], req[40:48])
-		binary.BigEndian.PutUint64(reply[32:], rx)
-		binary.BigEndian.PutUint64(reply[40:], rx+uint64(r.procDelay.Seconds()*(1<<32)))
-		r.conn.WriteToUDPAddrPort(reply, from)
-	}
-}
 
 func testOptions(server string) options {
 	return options{server: server, workers: 2, depth: 4, sources: 16, firstSource: netip.MustParseAddr("127.1.0.1"),
@@ -82,8 +27,8 @@ func testOptions(server string) options {
 func TestOpenLoopRate(t *testing.T) {
 	for _, arrivals := range []string{"poisson", "uniform"} {
 		t.Run(arrivals, func(t *testing.T) {
-			srv := newResponder(t, 250*time.Microsecond)
-			o := testOptions(srv.conn.LocalAddr().String())
+			srv := peers.ListenResponder(t, "127.0.0.1:0", peers.ResponderOptions{Processing: 250 * time.Microsecond})
+			o := testOptions(srv.Addr.String())
 			o.rate, o.arrivals = 2000, arrivals
 			res, err := run(context.Background(), o)
 			if err != nil {
@@ -110,10 +55,12 @@ func TestOpenLoopRate(t *testing.T) {
 			if p := res.Processing; p.N != int(res.Replies) || p.P50 < 249e-6 || p.Max > 251e-6 {
 				t.Errorf("T3-T2 %+v, want 250 µs for every reply", p)
 			}
-			srv.mu.Lock()
-			defer srv.mu.Unlock()
-			if len(srv.sources) != o.sources {
-				t.Errorf("requests came from %d source addresses, want %d", len(srv.sources), o.sources)
+			sources := map[netip.Addr]bool{}
+			for _, r := range srv.Requests() {
+				sources[r.From.Addr()] = true
+			}
+			if len(sources) != o.sources {
+				t.Errorf("requests came from %d source addresses, want %d", len(sources), o.sources)
 			}
 		})
 	}
@@ -122,8 +69,8 @@ func TestOpenLoopRate(t *testing.T) {
 // The closed loop keeps requests in flight and gets every one answered;
 // the mix speaks like the three kinds of client.
 func TestClosedLoopAndPersonalities(t *testing.T) {
-	srv := newResponder(t, 0)
-	o := testOptions(srv.conn.LocalAddr().String())
+	srv := peers.ListenResponder(t, "127.0.0.1:0", peers.ResponderOptions{})
+	o := testOptions(srv.Addr.String())
 	o.duration = 500 * time.Millisecond
 	res, err := run(context.Background(), o)
 	if err != nil {
@@ -132,15 +79,15 @@ func TestClosedLoopAndPersonalities(t *testing.T) {
 	if res.Mode != "closed" || res.Replies == 0 || res.Replies != res.Sent || res.Mismatched+res.Invalid != 0 {
 		t.Fatalf("closed loop: %+v", res)
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
 	// The mix cycles chrony-, ntpd- and SNTP-like clients. chrony-like
 	// requests reveal nothing (Origin and Receive zero, random Transmit);
 	// ntpd-like ones echo the previous reply's Transmit in Origin and
 	// carry its arrival in Receive once they had one; SNTP-like ones
 	// have LI 3 and zero Origin.
 	var chrony, ntpdEcho, sntp int
-	for _, q := range srv.requests {
+	reqs := srv.Requests()
+	for _, r := range reqs {
+		q := r.Data
 		org, rec := binary.BigEndian.Uint64(q[24:]), binary.BigEndian.Uint64(q[32:])
 		switch {
 		case q[0]>>6 == 3 && org == 0 && rec == 0:
@@ -152,7 +99,7 @@ func TestClosedLoopAndPersonalities(t *testing.T) {
 		}
 	}
 	if chrony == 0 || ntpdEcho == 0 || sntp == 0 {
-		t.Errorf("of %d requests: %d chrony-like, %d ntpd-like echoing a reply, %d SNTP-like; want all three", len(srv.requests), chrony, ntpdEcho, sntp)
+		t.Errorf("of %d requests: %d chrony-like, %d ntpd-like echoing a reply, %d SNTP-like; want all three", len(reqs), chrony, ntpdEcho, sntp)
 	}
 }
 

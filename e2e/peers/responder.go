@@ -29,6 +29,9 @@ type ResponderOptions struct {
 	Stratum uint8
 	// ClockOffset is added to the host clock for Receive/Transmit/Reference (server ahead when > 0).
 	ClockOffset time.Duration
+	// Processing, when set, makes Transmit exactly Receive + Processing: a known T3 − T2 for
+	// tests of what reads it (a load generator).
+	Processing time.Duration
 }
 
 // Responder is a minimal NTP server that records every packet it receives: enough for real
@@ -102,6 +105,9 @@ func (r *Responder) serve() {
 				Receive:   NTPTime(at),
 			}
 			rep.Transmit = NTPTime(time.Now().Add(r.opts.ClockOffset))
+			if r.opts.Processing > 0 {
+				rep.Transmit = NTPTime(at.Add(r.opts.Processing))
+			}
 			req.Reply = rep.Marshal()
 			_, _ = r.Conn.WriteToUDPAddrPort(req.Reply, from)
 		}
