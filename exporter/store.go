@@ -45,9 +45,9 @@ type StoreMetrics struct {
 }
 
 // ObserveFlush records a committed batch that took d of work to write
-// (begin to commit, without the writer's pacing pauses). Call it only for successful commits; failures are counted by
-// StoreStats.WriteErrors. It is safe for concurrent use and does not
-// allocate.
+// (begin to commit, without the writer's pacing pauses). Call it only for
+// successful commits; failures are counted by StoreStats.WriteErrors. It
+// is safe for concurrent use and does not allocate.
 func (m *StoreMetrics) ObserveFlush(d time.Duration) {
 	m.flushDuration.Observe(d.Seconds())
 	m.lastFlush.Set(float64(m.now().UnixNano()) / 1e9)

@@ -3,7 +3,6 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -181,9 +180,6 @@ func (b *syncBuffer) String() string {
 type netipAddr = netip.Addr
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-// clientAddr is the i-th of up to 65,536 test clients, "10.0.x.y:123".
-func clientAddr(i int) string { return fmt.Sprintf("10.0.%d.%d:123", i>>8&255, i&255) }
 
 // rollDays runs the writer's daily rollup steps until they are up to date.
 func (s *Store) rollDays(ctx context.Context) error {

@@ -438,7 +438,7 @@ func (w *worker) closedLoop(ctx context.Context, o options) {
 // request that is due, in one sendmmsg. Go's timers wake it about every
 // millisecond at best, so requests leave in small bursts (the requests of
 // about 1 ms of a worker's share of the rate). Finer pacing with
-// nanosleep cost 30 to 80 µs of CPU per wake-up on the benchmark's
+// nanosleep cost 28 to 78 µs of CPU per wake-up on the benchmark's
 // virtual machine, far more than the servers spend per request. Every
 // server gets the same arrivals from the same seed.
 func (w *worker) openLoop(ctx context.Context, o options, rate float64, seed uint64) {

@@ -104,10 +104,11 @@ func (r *Responder) serve() {
 				Origin:    h.Transmit,
 				Receive:   NTPTime(at),
 			}
-			rep.Transmit = NTPTime(time.Now().Add(r.opts.ClockOffset))
+			t3 := time.Now().Add(r.opts.ClockOffset)
 			if r.opts.Processing > 0 {
-				rep.Transmit = NTPTime(at.Add(r.opts.Processing))
+				t3 = at.Add(r.opts.Processing)
 			}
+			rep.Transmit = NTPTime(t3)
 			req.Reply = rep.Marshal()
 			_, _ = r.Conn.WriteToUDPAddrPort(req.Reply, from)
 		}
