@@ -21,8 +21,8 @@ type CleanupResult struct {
 	// PagesFreed is how many free pages incremental_vacuum returned.
 	PagesFreed int64 `json:"pages_freed"`
 	err        error
-	// The cycle's work (its steps' time) and its wall time, which is
-	// about three times the work while the writer keeps up (pacing).
+	// The cycle's work (its steps' time) and its wall time (batches are
+	// written between its steps).
 	work, wall time.Duration
 	// vacuumSteps counts incremental_vacuum steps.
 	vacuumSteps int

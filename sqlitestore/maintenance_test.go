@@ -82,6 +82,42 @@ func TestRetentionDeletesInChunks(t *testing.T) {
 	closeStore(t, s)
 }
 
+// The vacuum phase gives back up to vacuumChunkPages pages a step (the
+// pragma frees one page per row it returns), and the cycle reports its
+// work.
+func TestRetentionVacuumSteps(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Now = fixedNow
+	cfg.cleanupChunk = 500
+	cfg.FlushInterval = 10 * time.Millisecond
+	s := openStore(t, cfg)
+	const rows = 20000 // 40 chunks, about 600 pages
+	for i := 0; i < rows; i++ {
+		o := obs(t0.Add(-40*24*time.Hour+time.Duration(i)*time.Second), fmt.Sprintf("10.1.%d.%d:123", i%1000/250, i%250))
+		s.Observe(&o)
+	}
+	waitFor(t, "rows written", func() bool { return s.RowsWritten() == rows })
+	res, err := s.Cleanup(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d chunks, %d pages freed in %d steps: %v of work in %v", res.Chunks, res.PagesFreed, res.vacuumSteps, res.work, res.wall)
+	if res.ObservationsDeleted != rows || res.Chunks != rows/500 {
+		t.Errorf("deleted %d observations in %d chunks, want %d in %d", res.ObservationsDeleted, res.Chunks, rows, rows/500)
+	}
+	if res.PagesFreed < 200 || res.vacuumSteps > int(res.PagesFreed)/vacuumChunkPages+1 {
+		t.Errorf("%d pages freed in %d incremental_vacuum steps of up to %d", res.PagesFreed, res.vacuumSteps, vacuumChunkPages)
+	}
+	if res.work <= 0 || res.work > res.wall {
+		t.Errorf("work %v, wall %v", res.work, res.wall)
+	}
+	db := rawDB(t, cfg.Path)
+	if n := queryInt(t, db, "PRAGMA freelist_count"); n != 0 {
+		t.Errorf("%d free pages left after the cycle", n)
+	}
+	closeStore(t, s)
+}
+
 func TestRetentionRunsOnSchedule(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Now = fixedNow

@@ -29,11 +29,6 @@ const (
 	// paceMaxPause bounds one pause, so that a piece of work that took
 	// long (the machine was busy) does not stall the writer for longer.
 	paceMaxPause = 50 * time.Millisecond
-	// maintMaxRest bounds the rest after a maintenance step (a retention
-	// chunk, a daily-rollup step). Nothing waits on those, so it may be
-	// longer; a step that took long still leaves the CPU to the packet
-	// path for a while.
-	maintMaxRest = time.Second
 )
 
 // pacer is the writer's pacing state.
@@ -43,12 +38,9 @@ type pacer struct {
 	// A transaction that has taken stretch (pauses included) goes on
 	// without pauses: rows are committed within FlushInterval.
 	stretch time.Duration
-	// A retention cycle that has taken maintStretch goes on without
-	// rests, so that it keeps up with the rows written meanwhile.
-	maintStretch time.Duration
-	sleep        func(time.Duration)
-	queued       func() int // rows waiting in the queue
-	off          bool       // stopping: drain at full speed
+	sleep   func(time.Duration)
+	queued  func() int // rows waiting in the queue
+	off     bool       // stopping: drain at full speed
 
 	start, mark time.Time     // the transaction's start, the last pause's end
 	paused      time.Duration // pauses of the current transaction
@@ -56,7 +48,7 @@ type pacer struct {
 
 func newPacer(cfg Config, queued func() int) pacer {
 	p := pacer{duty: cfg.paceDuty, sleep: cfg.paceSleep, queued: queued, stretch: cfg.FlushInterval / 4,
-		maintStretch: cfg.CleanupInterval / 4, limit: max(cfg.BatchSize, cfg.QueueSize/2)}
+		limit: max(cfg.BatchSize, cfg.QueueSize/2)}
 	switch {
 	case p.duty == 0:
 		p.duty = defaultPaceDuty
@@ -95,19 +87,4 @@ func (p *pacer) step() {
 	p.sleep(d)
 	p.paused += d
 	p.mark = time.Now()
-}
-
-// rest is how long the writer leaves maintenance (retention chunks, daily
-// rollup steps, vacuum steps) alone after a step that took worked, in a
-// retention cycle that has been running for running (0 for a daily
-// rollup step): maintenance is paced like transactions, so that a
-// retention cycle deleting millions of rows does not hold a CPU for
-// minutes while the server answers requests. No rest while the writer is
-// behind (then it runs one step between transactions), once the cycle has
-// run for a quarter of CleanupInterval, when stopping, or with pacing off.
-func (p *pacer) rest(worked, running time.Duration) time.Duration {
-	if p.duty >= 1 || p.off || p.queued() >= p.limit || running >= p.maintStretch {
-		return 0
-	}
-	return min(time.Duration(float64(worked)*(1-p.duty)/p.duty), maintMaxRest)
 }

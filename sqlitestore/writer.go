@@ -176,7 +176,6 @@ type writer struct {
 
 	cleanup     *cleanupRun
 	nextCleanup time.Time
-	maintAt     time.Time // no maintenance step before this (pacing)
 
 	droppedLogged uint64
 	lastDropLog   time.Time
@@ -340,8 +339,10 @@ func (w *writer) run() {
 						w.serve(r)
 					default:
 					}
-					if !stopping && !now.Before(w.maintAt) && (w.cleanup != nil || w.rollDue()) {
-						w.maintain()
+					if w.cleanup != nil && !stopping {
+						w.cleanupStep()
+					} else if !stopping && w.rollDue() {
+						w.roll()
 					}
 					continue
 				}
@@ -358,9 +359,13 @@ func (w *writer) run() {
 		if w.cleanup == nil && !stopping && !now.Before(w.nextCleanup) {
 			w.startCleanup(nil)
 		}
-		// So do the daily rollups' steps; both are paced (maintAt).
-		if !w.failing && !stopping && !now.Before(w.maintAt) && (w.cleanup != nil || w.rollDue()) {
-			w.maintain()
+		if w.cleanup != nil && !w.failing && !stopping {
+			w.cleanupStep()
+			continue
+		}
+		// So do the daily rollups' steps.
+		if !w.failing && !stopping && w.rollDue() {
+			w.roll()
 			continue
 		}
 
@@ -371,9 +376,6 @@ func (w *writer) run() {
 		}
 		if !stopping && w.nextCleanup.Before(next) {
 			next = w.nextCleanup
-		}
-		if !stopping && !w.failing && w.maintAt.Before(next) && (w.cleanup != nil || w.rollDue()) {
-			next = w.maintAt // a paced maintenance step
 		}
 		if g := w.lastTx.Add(s.cfg.txGap); w.pending == 0 && !w.failing && s.QueueLength() >= s.cfg.BatchSize && g.Before(next) {
 			next = g
@@ -399,22 +401,6 @@ func (w *writer) run() {
 			w.serve(r)
 		}
 	}
-}
-
-// maintain runs one maintenance step (of the retention cycle in progress,
-// if any, or else of the daily rollups) and sets when the next may start:
-// after a rest of twice the step's work while the writer keeps up (see
-// pacer.rest).
-func (w *writer) maintain() {
-	start := time.Now()
-	var running time.Duration
-	if c := w.cleanup; c != nil {
-		running = start.Sub(c.started)
-		w.cleanupStep()
-	} else {
-		w.roll()
-	}
-	w.maintAt = time.Now().Add(w.pace.rest(time.Since(start), running))
 }
 
 // ready reports whether q queued rows make a transaction due: whole
