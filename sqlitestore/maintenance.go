@@ -85,7 +85,6 @@ func (w *writer) cleanupStep() {
 	c := w.cleanup
 	s := w.s
 	start := time.Now()
-	defer func() { c.result.work += time.Since(start) }()
 	ctx := w.ctx
 	chunk := s.cfg.cleanupChunk
 	var err error
@@ -198,8 +197,7 @@ func (w *writer) cleanupStep() {
 		if _, e := s.db.ExecContext(ctx, "PRAGMA optimize"); e != nil {
 			level.Warn(s.logger).Log("msg", "PRAGMA optimize failed", "err", e)
 		}
-		c.result.work += time.Since(start) // this step so far: the result goes out now
-		start = time.Now()
+		c.result.work += time.Since(start)
 		c.result.wall = time.Since(c.started)
 		if deleted > 0 || c.result.PagesFreed > 0 {
 			level.Info(s.logger).Log("msg", "retention cycle done",
@@ -214,6 +212,7 @@ func (w *writer) cleanupStep() {
 		w.endCleanup()
 		return
 	}
+	c.result.work += time.Since(start)
 	if err != nil {
 		if isBusy(err) {
 			return // try the step again after the next batch
